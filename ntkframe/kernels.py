@@ -1,0 +1,82 @@
+"""The KernelEstimator interface and the empirical NTK.
+
+A kernel estimator returns the NTK H(X1, X2) for given inputs.  :class:`EmpiricalNTK` evaluates
+H(x, x'; θ) = ∇θf(x)ᵀ∇θf(x') at fixed parameters through the backend's hot path.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .backend import Backend, get_backend, infer_backend
+from .models import Model
+
+IMPLEMENTATIONS = ("auto", "structured", "jacobian_contraction", "ntk_vector_products")
+
+
+class KernelEstimator:
+    """Estimates an NTK: ``estimator(X1, X2=None) -> H`` of shape (N1, N2) or (N1, N2, k, k)."""
+
+    name: str = "base"
+
+    def __call__(self, X1: Any, X2: Any | None = None) -> Any:
+        return self.compute(X1, X2)
+
+    def compute(self, X1: Any, X2: Any | None = None) -> Any:
+        raise NotImplementedError
+
+
+class EmpiricalNTK(KernelEstimator):
+    """The empirical NTK at fixed parameters θ: H = J(X1; θ) J(X2; θ)ᵀ (a backend array)."""
+
+    name = "empirical"
+
+    def __init__(self, model: Any, params: Any, backend: Backend | str | None = None, *,
+                 block_size: int | str | None = None, trace: bool = False, implementation: str = "auto"):
+        self.model, self.params = model, params
+        self.backend = _resolve_backend(backend, params)
+        self.block_size, self.trace, self.implementation = block_size, trace, implementation
+
+    def compute(self, X1: Any, X2: Any | None = None) -> Any:
+        return empirical_ntk(self.model, self.params, X1, X2, backend=self.backend,
+                             block_size=self.block_size, trace=self.trace, implementation=self.implementation)
+
+
+def _resolve_backend(backend: Backend | str | None, params: Any) -> Backend:
+    if isinstance(backend, Backend):
+        return backend
+    if backend is not None:
+        return get_backend(backend)
+    if isinstance(params, dict) and params:
+        return infer_backend(next(iter(params.values())))
+    return get_backend("numpy")
+
+
+def empirical_ntk(model: Any, params: Any, X1: Any, X2: Any | None = None, *, backend: Backend | str | None = None,
+                  block_size: int | str | None = None, trace: bool = False, implementation: str = "auto") -> Any:
+    """The empirical neural tangent kernel H(X1, X2) = ∇θf(X1)ᵀ ∇θf(X2) on ``backend``'s device.
+
+    ``model`` is an ntkframe :class:`Model` (contracted from its Jacobian factors with GEMMs,
+    THEORY.md §2), or — on autodiff backends (torch, jax) — any function ``f(params, X)`` or torch
+    ``nn.Module``.  ``X2=None`` gives the symmetric H(X1, X1).  Returns (N1, N2) for one output or
+    ``trace=True`` (mean over the k outputs' kernels), else (N1, N2, k, k), as a backend array
+    (``nf.to_numpy(K)`` brings it to the host).  ``block_size`` bounds memory by computing tiles.
+
+    ``implementation``: ``"structured"`` (factors, ntkframe models only), ``"jacobian_contraction"``
+    (per-sample Jacobians, then contract), ``"ntk_vector_products"`` (vmapped JVPs of VJPs), or
+    ``"auto"`` (structured when the model provides factors).
+    """
+    if implementation not in IMPLEMENTATIONS:
+        raise ValueError(f"unknown implementation {implementation!r}; allowed: {', '.join(IMPLEMENTATIONS)}")
+    be = _resolve_backend(backend, params)
+    if isinstance(model, Model) and model.structured and implementation in ("auto", "structured"):
+        return be.jacobian_gram(model, params, X1, X2, block_size=block_size, trace=trace)
+    if implementation == "structured":
+        raise ValueError(f"implementation='structured' needs an ntkframe Model with Jacobian factors; got {type(model).__name__}")
+    generic = getattr(be, "generic_jacobian_gram", None)
+    if generic is None:
+        raise TypeError(
+            f"the {be.name} backend has no automatic differentiation, so it can only compute the NTK of ntkframe "
+            f"models (TwoLayerNet, MLP); for {type(model).__name__} use the torch or jax backend"
+        )
+    return generic(model, params, X1, X2, implementation=implementation, block_size=block_size, trace=trace)

@@ -1,0 +1,374 @@
+"""The Model interface and the two network families, TwoLayerNet and MLP.
+
+Models are written once against the backend's array namespace.  A *structured* model gives its
+Jacobian as factors (:class:`GramBlock`): for a dense layer y = c·V h the Gram of its weight
+gradients is c² (G₁G₂ᵀ) ⊙ (H₁H₂ᵀ), G the back-propagated signals at y and H the layer inputs
+(THEORY.md §2), so the backend never forms the N × P Jacobian.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+
+from .activations import Activation, get_activation
+
+TRAIN_MODES = ("both", "hidden", "output")
+OUTPUT_INITS = ("gaussian", "sign")
+PARAMETERIZATIONS = ("ntk", "standard")
+
+
+@dataclass
+class GramBlock:
+    """One parameter group's contribution ``scale · (L₁L₂ᵀ) ⊙ (R₁R₂ᵀ)`` to the NTK.
+
+    ``left`` is (N, k, p) — per output c the rows of L^{(c)} — or, when ``diagonal``, (N, p) for a
+    group that only feeds its own output (last-layer weights: contributes δ_cc' L₁L₂ᵀ).
+    ``right`` is (N, q) or None (then the Hadamard factor is 1).
+    """
+
+    name: str
+    left: Any
+    right: Optional[Any]
+    scale: float
+    diagonal: bool = False
+
+
+def _positive_int(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise ValueError(f"{what} must be a positive integer; got {value!r}")
+    return int(value)
+
+
+def _choice(value: Any, what: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise ValueError(f"unknown {what} {value!r}; allowed: {', '.join(allowed)}")
+    return value
+
+
+class Model:
+    """A network f_θ: R^d → R^k with parameters in a dict of named backend arrays."""
+
+    structured: bool = True
+    d: int
+    outputs: int
+
+    # -- to implement ----------------------------------------------------------------------
+    def init(self, backend: Any = None, seed: int = 0) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def apply(self, params: dict, X: Any, backend: Any = None) -> Any:
+        raise NotImplementedError
+
+    def vjp(self, params: dict, X: Any, cotangent: Any, backend: Any = None) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def jacobian_factors(self, params: dict, X: Any, backend: Any, trace: bool = False) -> list[GramBlock]:
+        raise NotImplementedError
+
+    def factor_bytes_per_row(self, itemsize: int, k: int) -> int:
+        raise NotImplementedError
+
+    @property
+    def trainable(self) -> tuple[str, ...]:
+        raise NotImplementedError
+
+    def config(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    # -- shared ----------------------------------------------------------------------------
+    def n_params(self, params: dict) -> int:
+        return int(sum(math.prod(params[k].shape) for k in self.trainable))
+
+    def check_inputs(self, be: Any, X: Any, name: str = "X") -> Any:
+        """X as a backend array, after checking it is (N, d), non-empty and finite."""
+        X = be.asarray(X, name=name)
+        if X.ndim != 2:
+            raise ValueError(
+                f"{name} must be a 2-D array of shape (N, d={self.d}); got shape {tuple(X.shape)}"
+                + (" (use X.reshape(-1, 1) for one feature, or X[None, :] for one point)" if X.ndim == 1 else "")
+            )
+        if X.shape[1] != self.d:
+            raise ValueError(f"{name} has d={X.shape[1]} features (shape {tuple(X.shape)}) but the model expects d={self.d}")
+        if X.shape[0] == 0:
+            raise ValueError(f"{name} has no rows (shape {tuple(X.shape)})")
+        if not bool(be.xp.isfinite(X).all()):
+            raise ValueError(f"{name} contains NaN or infinite values")
+        return X
+
+    def _backend(self, backend: Any, params: dict) -> Any:
+        from .backend import Backend, infer_backend
+
+        if isinstance(backend, Backend):
+            return backend
+        if backend is not None:
+            from .backend import get_backend
+            return get_backend(backend)
+        return infer_backend(next(iter(params.values())))
+
+    def _check_params(self, params: dict, shapes: dict[str, tuple[int, ...]]) -> None:
+        if not isinstance(params, dict):
+            raise TypeError(f"params must be a dict of arrays with keys {sorted(shapes)}; got {type(params).__name__}")
+        missing = sorted(set(shapes) - set(params))
+        if missing:
+            raise KeyError(f"params lack {missing}; expected keys {sorted(shapes)}")
+        for key, shape in shapes.items():
+            if tuple(params[key].shape) != shape:
+                raise ValueError(f"params[{key!r}] has shape {tuple(params[key].shape)}; expected {shape}")
+
+    def _output(self, f: Any) -> Any:
+        return f[:, 0] if self.outputs == 1 else f
+
+    def _cotangent(self, be: Any, cot: Any, n: int) -> Any:
+        cot = be.asarray(cot, name="cotangent")
+        if self.outputs == 1 and cot.ndim == 1:
+            cot = cot[:, None]
+        if tuple(cot.shape) != (n, self.outputs):
+            want = f"({n},)" if self.outputs == 1 else f"({n}, {self.outputs})"
+            raise ValueError(f"cotangent has shape {tuple(cot.shape)}; expected {want}")
+        return cot
+
+
+class TwoLayerNet(Model):
+    r"""The seed's two-layer network f(x) = (1/√m) Σ_r a_r σ(w_rᵀx) — no 1/√d.
+
+    Parameters ``{"W": (m, d), "a": (m,)}`` (``a`` is (m, k) with ``outputs=k``), w_r ~ N(0, I_d),
+    a_r ~ N(0, 1) (``output_init="gaussian"``) or ±1 (``"sign"``).  ``train`` picks which groups the
+    NTK and gradient flow see: ``"both"``, ``"hidden"`` (W only) or ``"output"`` (a only).
+    ``parameterization="standard"`` stores the 1/√m in ``a`` instead (same function at init).
+
+    NTK (THEORY.md §2), S = σ(XWᵀ), D = σ'(XWᵀ):
+        H = (1/m)[S₁S₂ᵀ + (X₁X₂ᵀ) ⊙ ((D₁ diag a)(D₂ diag a)ᵀ)]
+    """
+
+    def __init__(self, d: int, m: int, activation: str | Activation = "softplus", train: str = "both",
+                 output_init: str = "gaussian", parameterization: str = "ntk", outputs: int = 1):
+        self.d = _positive_int(d, "d (input dimension)")
+        self.m = _positive_int(m, "m (width)")
+        self.outputs = _positive_int(outputs, "outputs")
+        self.activation = get_activation(activation)
+        self.train = _choice(train, "train mode", TRAIN_MODES)
+        self.output_init = _choice(output_init, "output_init", OUTPUT_INITS)
+        self.parameterization = _choice(parameterization, "parameterization", PARAMETERIZATIONS)
+        self.c = 1.0 / math.sqrt(self.m) if self.parameterization == "ntk" else 1.0
+
+    def __repr__(self) -> str:
+        return (f"TwoLayerNet(d={self.d}, m={self.m}, activation={self.activation.name!r}, train={self.train!r}, "
+                f"output_init={self.output_init!r}, parameterization={self.parameterization!r}, outputs={self.outputs})")
+
+    def config(self) -> dict[str, Any]:
+        return {"kind": "two_layer", "d": self.d, "m": self.m, "activation": self.activation.name,
+                "train": self.train, "output_init": self.output_init,
+                "parameterization": self.parameterization, "outputs": self.outputs}
+
+    @property
+    def trainable(self) -> tuple[str, ...]:
+        return {"both": ("W", "a"), "hidden": ("W",), "output": ("a",)}[self.train]
+
+    def _a_shape(self) -> tuple[int, ...]:
+        return (self.m,) if self.outputs == 1 else (self.m, self.outputs)
+
+    def init(self, backend: Any = None, seed: int = 0) -> dict[str, Any]:
+        """Draw W ~ N(0, 1) and a on the host with ``numpy.random.default_rng(seed)``, then move them."""
+        be = self._backend(backend or "numpy", {})
+        rng = np.random.default_rng(seed)
+        W = rng.standard_normal((self.m, self.d))
+        if self.output_init == "gaussian":
+            a = rng.standard_normal(self._a_shape())
+        else:
+            a = rng.choice(np.array([-1.0, 1.0]), size=self._a_shape())
+        if self.parameterization == "standard":
+            a = a / math.sqrt(self.m)
+        return {"W": be.asarray(W, name="W"), "a": be.asarray(a, name="a")}
+
+    def _forward(self, be: Any, params: dict, X: Any, need_derivative: bool) -> tuple[Any, Any]:
+        self._check_params(params, {"W": (self.m, self.d), "a": self._a_shape()})
+        Z = X @ params["W"].T
+        if need_derivative:
+            S, D = be.map_rows(lambda z: self.activation.value_and_derivative(be, z), Z, 2)
+            return S, D
+        (S,) = be.map_rows(lambda z: self.activation.value(be, z), Z, 1)
+        return S, None
+
+    def _a2(self, params: dict) -> Any:
+        a = params["a"]
+        return a[:, None] if a.ndim == 1 else a
+
+    def apply(self, params: dict, X: Any, backend: Any = None) -> Any:
+        """f(X): (N,) for one output, (N, k) otherwise."""
+        be = self._backend(backend, params)
+        X = self.check_inputs(be, X)
+        S, _ = self._forward(be, params, X, need_derivative=False)
+        return self._output((S @ self._a2(params)) * self.c)
+
+    def vjp(self, params: dict, X: Any, cotangent: Any, backend: Any = None) -> dict[str, Any]:
+        """Σ_n cot[n]ᵀ ∂f(x_n)/∂θ for the trainable groups: a ← c Sᵀcot, W ← c ((cot aᵀ) ⊙ D)ᵀ X."""
+        be = self._backend(backend, params)
+        X = self.check_inputs(be, X)
+        cot = self._cotangent(be, cotangent, X.shape[0])
+        S, D = self._forward(be, params, X, need_derivative="W" in self.trainable)
+        out = {}
+        if "W" in self.trainable:
+            out["W"] = ((cot @ self._a2(params).T) * D).T @ X * self.c
+        if "a" in self.trainable:
+            ga = (S.T @ cot) * self.c
+            out["a"] = ga[:, 0] if params["a"].ndim == 1 else ga
+        return out
+
+    def jacobian_factors(self, params: dict, X: Any, backend: Any, trace: bool = False) -> list[GramBlock]:
+        be = backend
+        S, D = self._forward(be, params, X, need_derivative="W" in self.trainable)
+        blocks = []
+        c2 = self.c * self.c
+        if "a" in self.trainable:
+            blocks.append(GramBlock("a", S, None, c2, diagonal=True))
+        if "W" in self.trainable:
+            a = params["a"]
+            if a.ndim == 1:
+                left = (D * a)[:, None, :]
+            elif trace:  # mean over c of (D diag a_c)(D diag a_c)ᵀ = D diag(mean_c a_c²) Dᵀ
+                left = (D * be.xp.sqrt((a * a).mean(1)))[:, None, :]
+            else:
+                left = D[:, None, :] * a.T[None, :, :]
+            blocks.append(GramBlock("W", left, X, c2))
+        return blocks
+
+    def factor_bytes_per_row(self, itemsize: int, k: int) -> int:
+        return itemsize * (self.m * (3 + k) + self.d)
+
+
+class MLP(Model):
+    r"""A deep fully-connected network in Jacot et al.'s NTK parameterisation.
+
+    z_1 = W_1 x/√d + β b_1,  z_l = W_l σ(z_{l-1})/√n_{l-1} + β b_l,  f = W_{L+1} σ(z_L)/√n_L + β b_{L+1},
+    every weight N(0, 1) (``parameterization="standard"``: N(0, 1/fan_in) and no factor; biases
+    N(0, β²) and no factor).  Parameters ``{"W1": (n_1, d), "b1": (n_1,), ..., "W{L+1}": (k, n_L)}``.
+    A one-hidden-layer MLP without bias equals TwoLayerNet on X/√d.
+    """
+
+    def __init__(self, d: int, widths: list[int] | tuple[int, ...], activation: str | Activation = "relu",
+                 outputs: int = 1, bias: bool = True, beta: float = 0.1, parameterization: str = "ntk"):
+        self.d = _positive_int(d, "d (input dimension)")
+        if isinstance(widths, (int, np.integer)):
+            widths = [widths]
+        if len(widths) == 0:
+            raise ValueError("widths must list at least one hidden width, e.g. [512, 512]")
+        self.widths = [_positive_int(w, f"widths[{i}]") for i, w in enumerate(widths)]
+        self.outputs = _positive_int(outputs, "outputs")
+        self.activation = get_activation(activation)
+        self.bias = bool(bias)
+        self.beta = float(beta)
+        if not (self.beta >= 0 and math.isfinite(self.beta)):
+            raise ValueError(f"beta must be a finite number >= 0; got {beta!r}")
+        self.parameterization = _choice(parameterization, "parameterization", PARAMETERIZATIONS)
+        self.sizes = [self.d, *self.widths, self.outputs]
+        self.depth = len(self.widths) + 1  # number of dense layers
+
+    def __repr__(self) -> str:
+        return (f"MLP(d={self.d}, widths={self.widths}, activation={self.activation.name!r}, outputs={self.outputs}, "
+                f"bias={self.bias}, beta={self.beta}, parameterization={self.parameterization!r})")
+
+    def config(self) -> dict[str, Any]:
+        return {"kind": "mlp", "d": self.d, "widths": list(self.widths), "activation": self.activation.name,
+                "outputs": self.outputs, "bias": self.bias, "beta": self.beta,
+                "parameterization": self.parameterization}
+
+    def _shapes(self) -> dict[str, tuple[int, ...]]:
+        shapes = {}
+        for l in range(1, self.depth + 1):
+            shapes[f"W{l}"] = (self.sizes[l], self.sizes[l - 1])
+            if self.bias:
+                shapes[f"b{l}"] = (self.sizes[l],)
+        return shapes
+
+    @property
+    def trainable(self) -> tuple[str, ...]:
+        return tuple(self._shapes())
+
+    def _coef(self, l: int) -> tuple[float, float]:
+        """(weight factor c_l, bias factor) of layer l in the forward pass."""
+        if self.parameterization == "ntk":
+            return 1.0 / math.sqrt(self.sizes[l - 1]), self.beta
+        return 1.0, 1.0
+
+    def init(self, backend: Any = None, seed: int = 0) -> dict[str, Any]:
+        be = self._backend(backend or "numpy", {})
+        rng = np.random.default_rng(seed)
+        out = {}
+        for key, shape in self._shapes().items():
+            w = rng.standard_normal(shape)
+            if self.parameterization == "standard":
+                w = w / math.sqrt(shape[1]) if key.startswith("W") else w * self.beta
+            out[key] = be.asarray(w, name=key)
+        return out
+
+    def _forward(self, be: Any, params: dict, X: Any, need_derivative: bool):
+        self._check_params(params, self._shapes())
+        hs, Ds = [X], [None]
+        h = X
+        for l in range(1, self.depth):
+            c, cb = self._coef(l)
+            z = (h @ params[f"W{l}"].T) * c
+            if self.bias:
+                z = z + params[f"b{l}"] * cb
+            if need_derivative:
+                h, D = be.map_rows(lambda t: self.activation.value_and_derivative(be, t), z, 2)
+            else:
+                (h,) = be.map_rows(lambda t: self.activation.value(be, t), z, 1)
+                D = None
+            hs.append(h)
+            Ds.append(D)
+        L = self.depth
+        c, cb = self._coef(L)
+        f = (h @ params[f"W{L}"].T) * c
+        if self.bias:
+            f = f + params[f"b{L}"] * cb
+        return f, hs, Ds
+
+    def apply(self, params: dict, X: Any, backend: Any = None) -> Any:
+        be = self._backend(backend, params)
+        X = self.check_inputs(be, X)
+        f, _, _ = self._forward(be, params, X, need_derivative=False)
+        return self._output(f)
+
+    def vjp(self, params: dict, X: Any, cotangent: Any, backend: Any = None) -> dict[str, Any]:
+        """Back-propagation: δ_{L+1} = cot, grad W_l = c_l δ_lᵀ h_{l-1}, δ_{l-1} = c_l (δ_l W_l) ⊙ σ'(z_{l-1})."""
+        be = self._backend(backend, params)
+        X = self.check_inputs(be, X)
+        delta = self._cotangent(be, cotangent, X.shape[0])
+        _, hs, Ds = self._forward(be, params, X, need_derivative=True)
+        grads = {}
+        for l in range(self.depth, 0, -1):
+            c, cb = self._coef(l)
+            grads[f"W{l}"] = (delta.T @ hs[l - 1]) * c
+            if self.bias:
+                grads[f"b{l}"] = delta.sum(0) * cb
+            if l > 1:
+                delta = ((delta @ params[f"W{l}"]) * c) * Ds[l - 1]
+        return {k: grads[k] for k in self.trainable}
+
+    def jacobian_factors(self, params: dict, X: Any, backend: Any, trace: bool = False) -> list[GramBlock]:
+        be = backend
+        _, hs, Ds = self._forward(be, params, X, need_derivative=True)
+        L = self.depth
+        c, cb = self._coef(L)
+        blocks = [GramBlock(f"W{L}", hs[L - 1], None, c * c, diagonal=True)]
+        if self.bias:
+            ones = be.asarray(np.ones((X.shape[0], 1)))
+            blocks.append(GramBlock(f"b{L}", ones, None, cb * cb, diagonal=True))
+        # G: (N, k, n_l), the signal ∂f_c/∂z_l back-propagated to layer l
+        G = Ds[L - 1][:, None, :] * (params[f"W{L}"] * c)[None, :, :]
+        for l in range(L - 1, 0, -1):
+            c, cb = self._coef(l)
+            blocks.append(GramBlock(f"W{l}", G, hs[l - 1], c * c))
+            if self.bias:
+                blocks.append(GramBlock(f"b{l}", G, None, cb * cb))
+            if l > 1:
+                G = ((G @ params[f"W{l}"]) * c) * Ds[l - 1][:, None, :]
+        return blocks
+
+    def factor_bytes_per_row(self, itemsize: int, k: int) -> int:
+        return itemsize * (sum(self.widths) * (2 + k) + self.d + self.outputs)
