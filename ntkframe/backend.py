@@ -105,7 +105,8 @@ class Backend:
 
     @classmethod
     def availability(cls) -> tuple[bool, str]:
-        """(available, reason or version string); must not raise."""
+        """(available, reason or version string); must not raise, and must not import the
+        framework (use ``importlib.util.find_spec``): listing backends stays cheap."""
         return True, ""
 
     @classmethod
@@ -288,8 +289,12 @@ def combine_blocks(be: Backend, F1: list["GramBlock"], F2: list["GramBlock"] | N
 
 # -- the public functions ----------------------------------------------------------------------
 
-def list_backends() -> dict[str, dict[str, Any]]:
-    """Backend name -> {"available", "reason", "devices", "plugin"} for every registered backend."""
+def list_backends(devices: bool = False) -> dict[str, dict[str, Any]]:
+    """Backend name -> {"available", "reason", "plugin"} for every registered backend.
+
+    ``availability`` only looks for the framework (no import); ``devices=True`` also imports each
+    available framework to list its devices (as ``ntkframe plugins`` does).
+    """
     from .plugins import registry
 
     out = {}
@@ -297,10 +302,12 @@ def list_backends() -> dict[str, dict[str, Any]]:
         cls = entry.obj
         try:
             ok, reason = cls.availability()
-            devices = cls.devices() if ok else []
+            found = (cls.devices() if ok else []) if devices else None
         except Exception as exc:  # noqa: BLE001 - a broken probe must not hide the others
-            ok, reason, devices = False, f"{type(exc).__name__}: {exc}", []
-        out[entry.name] = {"available": ok, "reason": reason, "devices": devices, "plugin": entry.plugin}
+            ok, reason, found = False, f"{type(exc).__name__}: {exc}", []
+        out[entry.name] = {"available": ok, "reason": reason, "plugin": entry.plugin}
+        if devices:
+            out[entry.name]["devices"] = found
     return out
 
 
