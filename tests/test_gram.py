@@ -1,0 +1,105 @@
+"""The structured Jacobian-Gram equals J Jᵀ of an explicit Jacobian, on every backend."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from helpers import TOL, jacobian_from_vjp, kernel_from_jacobian, rel_err, two_layer_jacobian, unit_sphere
+
+import ntkframe as nf
+
+ACTIVATIONS = ["relu", "softplus", "tanh", "erf", "sigmoid", "gelu", "identity"]
+TRAIN = ["both", "hidden", "output"]
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("train", TRAIN)
+@pytest.mark.parametrize("outputs,trace", [(1, False), (3, False), (3, True)])
+def test_two_layer_gram_matches_explicit_jacobian_float64(backend, activation, train, outputs, trace):
+    model = nf.TwoLayerNet(d=5, m=48, activation=activation, train=train, outputs=outputs)
+    params = model.init(backend, seed=3)
+    X1, X2 = unit_sphere(9, 5, 1) * 1.3, unit_sphere(6, 5, 2)
+    J1, J2 = two_layer_jacobian(model, params, X1), two_layer_jacobian(model, params, X2)
+    for block in (None, 4):
+        H = nf.empirical_ntk(model, params, X1, backend=backend, block_size=block, trace=trace)
+        assert rel_err(H, kernel_from_jacobian(J1, J1, trace)) < TOL["float64"]
+        H12 = nf.empirical_ntk(model, params, X1, X2, backend=backend, block_size=block, trace=trace)
+        assert rel_err(H12, kernel_from_jacobian(J1, J2, trace)) < TOL["float64"]
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_two_layer_gram_float32(backend32, activation):
+    model = nf.TwoLayerNet(d=6, m=256, activation=activation, outputs=2)
+    params = model.init(backend32, seed=0)
+    X = unit_sphere(20, 6, 5)
+    J = two_layer_jacobian(model, params, X)
+    H = nf.empirical_ntk(model, params, X, backend=backend32)
+    assert nf.to_numpy(H).dtype == np.float32
+    assert rel_err(H, kernel_from_jacobian(J, J, False)) < TOL["float32"]
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh", "gelu"])
+@pytest.mark.parametrize("outputs,trace,bias", [(1, False, True), (2, False, False), (2, True, True)])
+def test_mlp_gram_matches_explicit_jacobian(backend, activation, outputs, trace, bias):
+    model = nf.MLP(d=4, widths=[12, 9, 7], activation=activation, outputs=outputs, bias=bias)
+    params = model.init(backend, seed=1)
+    X1, X2 = unit_sphere(7, 4, 3), unit_sphere(5, 4, 4)
+    J1, J2 = jacobian_from_vjp(model, params, X1), jacobian_from_vjp(model, params, X2)
+    for block in (None, 3):
+        assert rel_err(nf.empirical_ntk(model, params, X1, backend=backend, block_size=block, trace=trace),
+                       kernel_from_jacobian(J1, J1, trace)) < TOL["float64"]
+        assert rel_err(nf.empirical_ntk(model, params, X1, X2, backend=backend, block_size=block, trace=trace),
+                       kernel_from_jacobian(J1, J2, trace)) < TOL["float64"]
+
+
+def test_mlp_float32(backend32):
+    model = nf.MLP(d=4, widths=[64, 64], activation="tanh")
+    params = model.init(backend32, seed=0)
+    X = unit_sphere(10, 4, 0)
+    J = jacobian_from_vjp(model, params, X)
+    assert rel_err(nf.empirical_ntk(model, params, X, backend=backend32), kernel_from_jacobian(J, J, False)) < TOL["float32"]
+
+
+def test_one_hidden_layer_mlp_equals_two_layer_net_on_scaled_inputs(backend):
+    d, m = 6, 32
+    two = nf.TwoLayerNet(d=d, m=m, activation="tanh")
+    mlp = nf.MLP(d=d, widths=[m], activation="tanh", bias=False)
+    p2 = two.init(backend, seed=4)
+    pm = {"W1": p2["W"], "W2": backend.asarray(nf.to_numpy(p2["a"])[None, :])}
+    X = unit_sphere(8, d, 0) * 2.0
+    assert rel_err(mlp.apply(pm, X, backend=backend), two.apply(p2, X / np.sqrt(d), backend=backend)) < 1e-13
+    H_mlp = nf.empirical_ntk(mlp, pm, X, backend=backend)
+    H_two = nf.empirical_ntk(two, p2, X / np.sqrt(d), backend=backend)
+    assert rel_err(H_mlp, H_two) < 1e-12
+
+
+def test_kernel_is_symmetric_positive_semidefinite(backend):
+    model = nf.TwoLayerNet(d=3, m=128, activation="softplus")
+    params = model.init(backend, seed=7)
+    H = nf.to_numpy(nf.empirical_ntk(model, params, unit_sphere(40, 3, 1), backend=backend))
+    np.testing.assert_allclose(H, H.T, rtol=0, atol=1e-13 * np.abs(H).max())
+    assert np.linalg.eigvalsh(H).min() > -1e-10 * np.abs(H).max()
+
+
+def test_block_auto_picks_tiles_from_the_memory_budget(numpy_backend, monkeypatch):
+    model = nf.TwoLayerNet(d=4, m=64)
+    params = model.init(numpy_backend, seed=0)
+    X = unit_sphere(50, 4, 0)
+    full = nf.empirical_ntk(model, params, X, backend=numpy_backend)
+    assert numpy_backend.resolve_block_size(model, "auto", 50, 50, 1) is None  # fits: no tiling
+    monkeypatch.setattr(type(numpy_backend), "memory_budget", lambda self: 50 * 50 * 8 + 20 * 2 * 8 * 64 * 5)
+    b = numpy_backend.resolve_block_size(model, "auto", 50, 50, 1)
+    assert b is not None and 1 <= b < 50
+    assert rel_err(nf.empirical_ntk(model, params, X, backend=numpy_backend, block_size="auto"), full) < 1e-14
+    monkeypatch.setattr(type(numpy_backend), "memory_budget", lambda self: 1000)
+    with pytest.raises(MemoryError, match="50 x 50 kernel"):
+        numpy_backend.resolve_block_size(model, "auto", 50, 50, 1)
+
+
+def test_cross_backend_agreement_same_seed(backend):
+    ref = nf.get_backend("numpy")
+    model = nf.MLP(d=5, widths=[32, 16], activation="softplus", outputs=2)
+    X = unit_sphere(12, 5, 9)
+    H_ref = nf.empirical_ntk(model, model.init(ref, seed=11), X, backend=ref)
+    H = nf.empirical_ntk(model, model.init(backend, seed=11), X, backend=backend)
+    assert rel_err(H, H_ref) < TOL["float64"]
