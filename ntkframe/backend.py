@@ -162,6 +162,12 @@ class Backend:
         out = fn(z)
         return out if isinstance(out, tuple) else (out,)
 
+    def activation_joint(self, act: Any, z: Any, dscale: Any | None = None) -> tuple[Any, Any]:
+        """(σ(z), σ'(z)·dscale) elementwise; ``dscale`` (a row vector, e.g. the output weights a)
+        is folded into the derivative so the hot path needs no extra pass over the N × m matrix."""
+        S, D = self.map_rows(lambda t: act.value_and_derivative(self, t), z, 2)
+        return S, (D if dscale is None else D * dscale)
+
     def gram(self, A: Any, B: Any | None = None) -> Any:
         """A Bᵀ, or the symmetric A Aᵀ when ``B`` is None."""
         return A @ (A if B is None else B).T

@@ -184,12 +184,11 @@ class TwoLayerNet(Model):
             a = a / math.sqrt(self.m)
         return {"W": be.asarray(W, name="W"), "a": be.asarray(a, name="a")}
 
-    def _forward(self, be: Any, params: dict, X: Any, need_derivative: bool) -> tuple[Any, Any]:
+    def _forward(self, be: Any, params: dict, X: Any, need_derivative: bool, dscale: Any = None) -> tuple[Any, Any]:
         self._check_params(params, {"W": (self.m, self.d), "a": self._a_shape()})
         Z = X @ params["W"].T
         if need_derivative:
-            S, D = be.map_rows(lambda z: self.activation.value_and_derivative(be, z), Z, 2)
-            return S, D
+            return be.activation_joint(self.activation, Z, dscale)
         (S,) = be.map_rows(lambda z: self.activation.value(be, z), Z, 1)
         return S, None
 
@@ -220,15 +219,17 @@ class TwoLayerNet(Model):
 
     def jacobian_factors(self, params: dict, X: Any, backend: Any, trace: bool = False) -> list[GramBlock]:
         be = backend
-        S, D = self._forward(be, params, X, need_derivative="W" in self.trainable)
+        a = params["a"]
+        # one output: fold a into σ' inside the elementwise pass (D ← σ'(Z) diag a)
+        fold = a if a.ndim == 1 else None
+        S, D = self._forward(be, params, X, need_derivative="W" in self.trainable, dscale=fold)
         blocks = []
         c2 = self.c * self.c
         if "a" in self.trainable:
             blocks.append(GramBlock("a", S, None, c2, diagonal=True))
         if "W" in self.trainable:
-            a = params["a"]
             if a.ndim == 1:
-                left = (D * a)[:, None, :]
+                left = D[:, None, :]
             elif trace:  # mean over c of (D diag a_c)(D diag a_c)ᵀ = D diag(mean_c a_c²) Dᵀ
                 left = (D * be.xp.sqrt((a * a).mean(1)))[:, None, :]
             else:
@@ -315,7 +316,7 @@ class MLP(Model):
             if self.bias:
                 z = z + params[f"b{l}"] * cb
             if need_derivative:
-                h, D = be.map_rows(lambda t: self.activation.value_and_derivative(be, t), z, 2)
+                h, D = be.activation_joint(self.activation, z)
             else:
                 (h,) = be.map_rows(lambda t: self.activation.value(be, t), z, 1)
                 D = None

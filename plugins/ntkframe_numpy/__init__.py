@@ -86,6 +86,37 @@ class NumpyBackend(HostArrays):
     def relu(self, z: Any) -> Any:
         return np.maximum(z, 0.0)
 
+    def activation_joint(self, act: Any, z: Any, dscale: Any | None = None) -> tuple[Any, Any]:
+        """(σ(z), σ'(z)·dscale) over row blocks on the thread pool, in cache-sized chunks."""
+        from ntkframe.activations import BUILTIN_ACTIVATIONS
+
+        if z.ndim != 2:
+            return super().activation_joint(act, z, dscale)
+        kernel = FAST_JOINT.get(act.name) if BUILTIN_ACTIVATIONS.get(act.name) is act else None
+        S = np.empty_like(z)
+        D = np.empty_like(z)
+        n, m = z.shape
+        sub = max(1, (1 << 13) // max(1, m))  # ~64 KiB per array: three of them stay in L2
+
+        def work(i0: int, i1: int) -> None:
+            tmp = np.empty((sub, m), dtype=z.dtype) if kernel is not None else None
+            for j0 in range(i0, i1, sub):
+                j1 = min(j0 + sub, i1)
+                if kernel is not None:
+                    kernel(z[j0:j1], S[j0:j1], D[j0:j1], tmp[: j1 - j0])
+                else:
+                    S[j0:j1], D[j0:j1] = act.value_and_derivative(self, z[j0:j1])
+                if dscale is not None:
+                    D[j0:j1] *= dscale
+
+        nthreads = _threads()
+        if z.size < _THREAD_MIN or nthreads == 1 or n < 2 * nthreads:
+            work(0, n)
+        else:
+            step = -(-n // (4 * nthreads))
+            list(_get_pool().map(lambda i: work(i, min(i + step, n)), range(0, n, step)))
+        return S, D
+
     def map_rows(self, fn: Any, z: Any, n_out: int) -> tuple[Any, ...]:
         """Run the elementwise ``fn`` over row chunks of ``z`` on the thread pool."""
         nthreads = _threads()
@@ -105,6 +136,28 @@ class NumpyBackend(HostArrays):
 
         list(_get_pool().map(lambda b: work(*b), bounds))
         return outs
+
+
+def _softplus_into(z: np.ndarray, S: np.ndarray, D: np.ndarray, tmp: np.ndarray) -> None:
+    """S = softplus(z) = max(z, 0) + log1p(e), D = sigmoid(z) from e = exp(−|z|), in place.
+
+    Same formulas as the generic activation (stable at |z| = 1e4, no overflow), in 9 passes over
+    a cache-sized chunk with no temporaries and no ``np.where`` (which costs ~4 ns per element).
+    """
+    np.abs(z, out=D)
+    np.negative(D, out=D)
+    np.exp(D, out=D)                   # e = exp(−|z|) ∈ (0, 1]
+    np.maximum(z, 0.0, out=S)
+    np.log1p(D, out=tmp)
+    S += tmp                           # softplus
+    np.add(D, 1.0, out=tmp)
+    np.reciprocal(tmp, out=tmp)        # r = 1/(1 + e) = sigmoid(|z|)
+    D *= tmp                           # e·r = sigmoid(−|z|)
+    np.copyto(D, tmp, where=z >= 0)    # sigmoid(z)
+
+
+#: in-place fused kernels for built-in activations: fn(z, value_out, derivative_out, scratch)
+FAST_JOINT = {"softplus": _softplus_into}
 
 
 @hookimpl
