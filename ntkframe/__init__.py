@@ -12,14 +12,20 @@ cupy) load when their backend is built.
 
 from __future__ import annotations
 
+from . import data, predict  # noqa: F401 - nf.predict is the module, and calling it calls predict.predict
 from .activations import Activation, get_activation
+from .analytic import AnalyticNTK, analytic_ntk, nngp_kernel
 from .backend import Backend, backend_for, get_backend, list_backends, to_numpy
 from .errors import (BackendUnavailableError, ConfigError, DivergenceError, NtkframeError, PluginError,
                      UnknownNameError)
 from .hookspecs import hookimpl, hookspec
+from .integrators import RK4, DormandPrince, Euler, Integrator, KernelFlow
 from .kernels import IMPLEMENTATIONS, EmpiricalNTK, KernelEstimator, empirical_ntk
+from .losses import MSE, CrossEntropy, Logistic, Loss
 from .models import MLP, GramBlock, Model, TwoLayerNet
+from .montecarlo import MonteCarloNTK, MonteCarloResult, monte_carlo_ntk
 from .plugins import load_plugins
+from .simulate import Trajectory, simulate
 
 __version__ = "0.1.0"
 
@@ -28,4 +34,8 @@ __all__ = [
     "GramBlock", "IMPLEMENTATIONS", "KernelEstimator", "MLP", "Model", "NtkframeError", "PluginError",
     "TwoLayerNet", "UnknownNameError", "backend_for", "empirical_ntk", "get_activation", "get_backend",
     "hookimpl", "hookspec", "list_backends", "load_plugins", "to_numpy", "__version__",
+    "MSE", "Logistic", "CrossEntropy", "Loss", "Euler", "RK4", "DormandPrince", "KernelFlow", "Integrator",
+    "simulate", "Trajectory",
+    "AnalyticNTK", "analytic_ntk", "nngp_kernel", "MonteCarloNTK", "MonteCarloResult", "monte_carlo_ntk",
+    "predict", "data",
 ]

@@ -23,10 +23,30 @@ def register_activations(register):
 
 
 @hookimpl
+def register_losses(register):
+    from .losses import BUILTIN_LOSSES
+
+    for name, cls in BUILTIN_LOSSES.items():
+        register(name, cls)
+
+
+@hookimpl
+def register_integrators(register):
+    from .integrators import BUILTIN_INTEGRATORS
+
+    for name, cls in BUILTIN_INTEGRATORS.items():
+        register(name, cls)
+
+
+@hookimpl
 def register_kernel_estimators(register):
+    from .analytic import AnalyticNTK
     from .kernels import EmpiricalNTK
+    from .montecarlo import MonteCarloNTK
 
     register("empirical", EmpiricalNTK)
+    register("analytic", AnalyticNTK)
+    register("monte_carlo", MonteCarloNTK)
 
 
 @hookimpl

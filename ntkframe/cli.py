@@ -52,19 +52,29 @@ def plugins(as_json: bool) -> None:
 
 
 @cli.command()
-@click.argument("config", type=click.Path(dir_okay=False))
+@click.argument("config", type=click.Path(dir_okay=False), required=False)
 @click.option("--backend", "backend", default=None, help="override [backend] name")
 @click.option("--device", default=None, help="override [backend] device (cpu, cuda, cuda:N)")
 @click.option("--dtype", default=None, type=click.Choice(["float64", "float32"]), help="override [backend] dtype")
 @click.option("--out", default=None, type=click.Path(file_okay=False), help="run folder (default runs/NAME-TIME)")
 @click.option("--no-progress", is_flag=True, help="no progress bars")
-def run(config: str, backend: str | None, device: str | None, dtype: str | None, out: str | None,
-        no_progress: bool) -> None:
+@click.option("--executor", type=click.Choice(["serial", "processes", "dask"]), default=None,
+              help="where sweep tasks run (overrides [executor] kind)")
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="worker processes")
+@click.option("--address", default=None, help="Dask scheduler address (default: a LocalCluster)")
+@click.option("--resume", type=click.Path(file_okay=False, exists=True), default=None,
+              help="finish an interrupted run folder: only missing tasks run")
+def run(config: str | None, backend: str | None, device: str | None, dtype: str | None, out: str | None,
+        no_progress: bool, executor: str | None, workers: int | None, address: str | None,
+        resume: str | None) -> None:
     """Run the experiment described by CONFIG (a TOML file) and write its run folder."""
     from .experiments import run_experiment
 
+    if config is None and resume is None:
+        raise click.UsageError("give CONFIG.toml, or --resume RUN_DIR")
     run_experiment(config, backend=backend, device=device, dtype=dtype, out=out,
-                   progress=False if no_progress else None, echo=click.echo)
+                   progress=False if no_progress else None, executor=executor, workers=workers,
+                   address=address, resume=resume, echo=click.echo)
 
 
 @cli.command()

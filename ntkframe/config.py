@@ -95,7 +95,14 @@ OUTPUT_TABLE = [
     Field("dir", str, None, "run folder (default runs/<config name>-<timestamp>); --out overrides", nullable=True),
     Field("progress", bool, True, "show progress bars on a terminal"),
 ]
-COMMON: Schema = {"backend": BACKEND_TABLE, "output": OUTPUT_TABLE}
+EXECUTOR_TABLE = [
+    Field("kind", str, "serial", "where sweep tasks run", choices=("serial", "processes", "dask")),
+    Field("workers", int, None, "worker processes (processes, dask LocalCluster); default: CPU count / 2",
+          positive=True, nullable=True),
+    Field("address", str, None, "Dask scheduler address, e.g. 'tcp://scheduler:8786' (default: a LocalCluster)",
+          nullable=True),
+]
+COMMON: Schema = {"backend": BACKEND_TABLE, "output": OUTPUT_TABLE, "executor": EXECUTOR_TABLE}
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:

@@ -144,6 +144,10 @@ class RunContext:
         self.config = config
         self.backend = backend
         self.progress_enabled = progress
+        ex = config.get("executor", {})
+        self.executor = ex.get("kind", "serial")
+        self.workers = ex.get("workers")
+        self.address = ex.get("address")
 
     def progress(self, iterable: Iterable | None = None, total: int | float | None = None, desc: str = "",
                  unit: str = "it") -> Any:

@@ -38,19 +38,43 @@ def resolve_config(raw: dict[str, Any], source: str = "<config>") -> tuple[type[
     return cls, validate(raw, {**COMMON, **cls.schema}, source)
 
 
-def run_experiment(config_path: str | Path, *, backend: str | None = None, device: str | None = None,
+def run_experiment(config_path: str | Path | None, *, backend: str | None = None, device: str | None = None,
                    dtype: str | None = None, out: str | Path | None = None, progress: bool | None = None,
-                   echo: Any = print) -> Path:
+                   executor: str | None = None, workers: int | None = None, address: str | None = None,
+                   resume: str | Path | None = None, echo: Any = print) -> Path:
     """Run the experiment a TOML file describes; returns the run folder.
 
-    The folder gets config.json (resolved), a copy of the TOML, results.json (results + provenance),
-    arrays (.npz), PNG figures and report.md.
+    The folder gets config.json (resolved), a copy of the TOML, one file per finished task in
+    tasks/, results.json (results + provenance), arrays (.npz), PNG figures and report.md.
+    ``resume=RUN_DIR`` continues an interrupted run with the configuration saved in it, running
+    only the tasks that have no result yet.
     """
     from ..backend import get_backend
 
-    config_path = Path(config_path)
-    raw = load_toml(config_path)
-    cls, cfg = resolve_config(raw, str(config_path))
+    if resume is not None:
+        run_dir_resume = Path(resume)
+        if not (run_dir_resume / "config.json").exists():
+            raise FileNotFoundError(f"cannot resume {run_dir_resume}: it has no config.json (not a run folder)")
+        cfg = json.loads((run_dir_resume / "config.json").read_text())
+        cls = experiment_class(cfg["experiment"]["kind"])
+        out = run_dir_resume
+        if config_path is not None:
+            _, given = resolve_config(load_toml(config_path), str(config_path))
+            for table in ("experiment", "model", "data"):
+                if given.get(table) != cfg.get(table):
+                    echo(f"note: [{table}] of {config_path} differs from the run's saved config; resuming with the saved one")
+        config_path = next(iter(sorted(run_dir_resume.glob("*.toml"))), run_dir_resume / "config.json")
+    else:
+        if config_path is None:
+            raise ValueError("give a config file, or --resume RUN_DIR")
+        config_path = Path(config_path)
+        cls, cfg = resolve_config(load_toml(config_path), str(config_path))
+    if executor is not None:
+        cfg["executor"]["kind"] = executor
+    if workers is not None:
+        cfg["executor"]["workers"] = workers
+    if address is not None:
+        cfg["executor"]["address"] = address
     bc = cfg["backend"]
     if backend is not None:
         bc["name"] = backend
@@ -64,16 +88,20 @@ def run_experiment(config_path: str | Path, *, backend: str | None = None, devic
     run_dir = Path(out) if out else (Path(cfg["output"]["dir"]) if cfg["output"]["dir"] else default_run_dir(config_path))
     ctx = RunContext(run_dir, cfg, be, progress=cfg["output"]["progress"])
     atomic_write_json(run_dir / "config.json", cfg)
-    shutil.copyfile(config_path, run_dir / config_path.name) if config_path.resolve() != (run_dir / config_path.name).resolve() else None
+    if config_path.suffix == ".toml" and config_path.resolve() != (run_dir / config_path.name).resolve():
+        shutil.copyfile(config_path, run_dir / config_path.name)
     exp = cls(cfg, be)
     t0 = time.perf_counter()
     results = exp.run(ctx)
     results["wall_time_s"] = time.perf_counter() - t0
+    results["executor"] = dict(cfg["executor"])
     results["experiment"] = cls.name
     results["provenance"] = provenance(be)
     atomic_write_json(run_dir / "results.json", results)
     _write_outputs(exp, results, run_dir, echo)
     echo(exp.table(results))
+    for failure in results.get("failed_tasks", []):
+        echo(f"FAILED task {failure['key']}: {failure['error']} (traceback in {run_dir / 'tasks'})")
     echo(f"\nrun folder: {run_dir}")
     return run_dir
 

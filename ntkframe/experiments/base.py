@@ -32,10 +32,14 @@ DATA_TABLE = [
 class Experiment:
     """One of the theory's claims as a runnable, configurable measurement.
 
-    Subclasses declare ``schema`` (their config tables besides [backend] and [output]) and
-    implement :meth:`run` (measure; return a JSON-able results dict), :meth:`table` (the text
-    printed at the end), :meth:`figures` (write PNGs, return their paths) and :meth:`report`
-    (Markdown stating the claim, what was measured and whether they agree).
+    Subclasses declare ``schema`` (their config tables besides [backend], [output], [executor])
+    and implement :meth:`tasks` (the independent points of the sweep, with stable keys),
+    :meth:`run_task` (measure one point; seeds from :func:`ntkframe.sweep.task_seed`; return a
+    JSON-able dict), :meth:`summarise` (fits and arrays from all task records), :meth:`table`
+    (the text printed at the end), :meth:`figures` (write PNGs, return their paths) and
+    :meth:`report` (Markdown stating the claim, what was measured and whether they agree).
+    The default :meth:`run` sends the tasks to the configured executor (serial, processes, dask)
+    and writes each result as it completes, so an interrupted run resumes where it stopped.
     """
 
     name: str = "base"
@@ -46,8 +50,26 @@ class Experiment:
         self.config = config
         self.backend = backend
 
-    def run(self, ctx: Any) -> dict[str, Any]:
+    def tasks(self) -> list[Any]:
         raise NotImplementedError
+
+    def run_task(self, task: Any) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def summarise(self, records: list[dict[str, Any]], ctx: Any) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def run(self, ctx: Any) -> dict[str, Any]:
+        from ..sweep import execute
+
+        records = execute(self.name, self.config, self.tasks(), ctx.dir, executor=ctx.executor,
+                          workers=ctx.workers, address=ctx.address,
+                          progress=lambda total: ctx.progress(total=total, desc=self.name, unit="task"))
+        failed = [r for r in records if r["status"] != "ok"]
+        ok = [r for r in records if r["status"] == "ok"]
+        results = self.summarise(ok, ctx)
+        results["failed_tasks"] = [{"key": r["key"], "error": r["error"]} for r in failed]
+        return results
 
     def table(self, results: dict[str, Any]) -> str:
         raise NotImplementedError

@@ -18,6 +18,7 @@ from ..config import Field
 from ..fitting import consistent, fit_power_law
 from ..kernels import empirical_ntk
 from ..models import TwoLayerNet
+from ..sweep import Task, task_seed
 from .base import DATA_TABLE, MODEL_TABLE, Experiment, format_table
 
 THEORY_SLOPE = -0.5
@@ -48,37 +49,47 @@ class WidthConvergence(Experiment):
         return TwoLayerNet(d=dc["d"], m=m, activation=mc["activation"], train=mc["train"],
                            output_init=mc["output_init"], parameterization=mc["parameterization"])
 
-    def run(self, ctx: Any) -> dict[str, Any]:
+    def tasks(self) -> list[Task]:
+        return [Task(f"seed={s}", {"replicate": s}) for s in range(self.config["experiment"]["seeds"])]
+
+    def run_task(self, task: Task) -> dict[str, Any]:
+        """One replicate: a reference kernel and one kernel per width, seeds derived from the key."""
         ec, dc = self.config["experiment"], self.config["data"]
         be = self.backend
         X = unit_sphere(dc["n"], dc["d"], dc["seed"])
+        ref_seed = task_seed(ec["seed"], task.key, "reference")
+        ref = self._model(ec["reference_width"])
+        H_ref = to_numpy(empirical_ntk(ref, ref.init(be, seed=ref_seed), X, backend=be)).astype(np.float64)
+        out = {"reference_seed": ref_seed, "widths": [], "seeds": [], "rel_fro": [], "rel_spectral": []}
+        for m in sorted(ec["widths"]):
+            seed = task_seed(ec["seed"], task.key, f"width={m}")
+            model = self._model(m)
+            H = to_numpy(empirical_ntk(model, model.init(be, seed=seed), X, backend=be)).astype(np.float64)
+            out["widths"].append(m)
+            out["seeds"].append(seed)
+            out["rel_fro"].append(np.linalg.norm(H - H_ref) / np.linalg.norm(H_ref))
+            out["rel_spectral"].append(np.linalg.norm(H - H_ref, 2) / np.linalg.norm(H_ref, 2))
+        return out
+
+    def summarise(self, records: list[dict[str, Any]], ctx: Any) -> dict[str, Any]:
+        ec = self.config["experiment"]
         widths = sorted(ec["widths"])
         points = []
-        dist = np.zeros((len(widths), ec["seeds"]))
-        spec = np.zeros_like(dist)
-        bar = ctx.progress(total=ec["seeds"] * (len(widths) + 1), desc="width", unit="kernel")
-        for s in range(ec["seeds"]):
-            ref_seed = ec["seed"] * 100_003 + 2 * s + 1
-            ref = self._model(ec["reference_width"])
-            H_ref = to_numpy(empirical_ntk(ref, ref.init(be, seed=ref_seed), X, backend=be)).astype(np.float64)
-            bar.update(1)
-            for i, m in enumerate(widths):
-                net_seed = ec["seed"] * 100_003 + 2 * s + 2 + 1000 * (i + 1)
-                model = self._model(m)
-                H = to_numpy(empirical_ntk(model, model.init(be, seed=net_seed), X, backend=be)).astype(np.float64)
-                dist[i, s] = np.linalg.norm(H - H_ref) / np.linalg.norm(H_ref)
-                spec[i, s] = np.linalg.norm(H - H_ref, 2) / np.linalg.norm(H_ref, 2)
-                points.append({"width": m, "seed": net_seed, "reference_seed": ref_seed,
-                               "rel_fro": dist[i, s], "rel_spectral": spec[i, s]})
-                bar.update(1)
-        bar.close()
-        ctx.save_arrays("arrays", widths=np.array(widths), rel_fro=dist, rel_spectral=spec, X=X)
-        fit = fit_power_law(widths, dist) if len(widths) >= 2 else None
+        for rec in records:
+            r = rec["result"]
+            for m, seed, f, sp in zip(r["widths"], r["seeds"], r["rel_fro"], r["rel_spectral"]):
+                points.append({"width": m, "replicate": rec["key"], "seed": seed, "reference_seed": r["reference_seed"],
+                               "rel_fro": f, "rel_spectral": sp})
+        dist = np.array([[p["rel_fro"] for p in points if p["width"] == m] for m in widths])
+        spec = np.array([[p["rel_spectral"] for p in points if p["width"] == m] for m in widths])
+        ctx.save_arrays("arrays", widths=np.array(widths), rel_fro=dist, rel_spectral=spec)
+        ok = len(widths) >= 2 and dist.size > 0
+        fit = fit_power_law(widths, dist) if ok else None
         # both kernels fluctuate independently around H*: E‖H_m − H_ref‖² ∝ 1/m + 1/M, so against the
         # harmonic width m_eff = (1/m + 1/M)⁻¹ the distance has slope −1/2 with no floor
         M = ec["reference_width"]
         m_eff = [1.0 / (1.0 / m + 1.0 / M) for m in widths]
-        fit_eff = fit_power_law(m_eff, dist) if len(widths) >= 2 else None
+        fit_eff = fit_power_law(m_eff, dist) if ok else None
         return {"points": points, "widths": widths, "fit_rel_fro": fit, "effective_widths": m_eff,
                 "fit_rel_fro_effective": fit_eff, "theory_slope": THEORY_SLOPE}
 

@@ -1,0 +1,289 @@
+"""Predictions of wide networks: kernel regression with H* or the NNGP kernel, and gradient flow at time t.
+
+The neural-tangents ``predict`` API, in ntkframe's conventions (THEORY.md §1, §4):
+
+* :func:`kernel_regression` — posterior mean K(x, X)(K + εI)⁻¹y and variance
+  k(x, x) − K(x, X)(K + εI)⁻¹K(X, x) with any kernel (H* or NNGP; like ``nt.predict.gp_inference``).
+* :func:`gradient_descent_mse` — the linearised (kernel) gradient flow of the mean squared error
+  L = (1/N) Σᵢ ½‖f(xᵢ) − yᵢ‖², df/dt = −(1/N) H (f − y), solved exactly through H = V Λ Vᵀ::
+
+      f(X, t) = y + V e^{−tΛ/N} Vᵀ (f(X, 0) − y)
+      f(x, t) = f(x, 0) − H(x, X) V diag((1 − e^{−tλᵢ/N})/λᵢ) Vᵀ (f(X, 0) − y)
+
+  with (1 − e^{−tλ/N})/λ → t/N as λ → 0 (no inverse is ever formed: H may be singular).  Time is
+  measured in our mean-loss convention; the papers' sum loss runs N times faster, and gradient
+  descent with step h after s steps is at t = h·s.  ``t=None`` is t = ∞, i.e. kernel regression.
+* :func:`predict` — the convenience: from a model (and, optionally, its parameters) to predictions.
+
+``nf.predict`` is this module *and* callable: ``nf.predict(model, X_train, y_train, X_test)`` calls
+:func:`predict`, while ``nf.predict.kernel_regression(...)`` and ``nf.predict.gradient_descent_mse(...)``
+reach the lower-level functions.
+
+Kernels are (N1, N2) scalar kernels (one output, or δ_cc' kernels applied to each column of an
+(N, k) ``y``) or (N1, N2, k, k) per-output kernels, which are flattened to (N1·k, N2·k).  All
+results are float64 NumPy arrays.  ``diag_reg`` adds ε = diag_reg · mean(diag K) to the diagonal
+(neural-tangents' default scale) or ε = diag_reg with ``diag_reg_absolute_scale=True``.
+Eigenvalues below ``rcond · λ_max`` (default rcond = N·1e-15) count as zero: those directions are
+left unfit by kernel regression and at t = ∞ (a pseudo-inverse), so diag_reg = 0 is allowed.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import types
+from typing import Any, Callable, NamedTuple
+
+import numpy as np
+
+KERNELS = ("ntk", "nngp")
+
+
+class Posterior(NamedTuple):
+    """Kernel-regression output: ``mean`` (N_test,) or (N_test, k); ``variance`` (N_test,) when a diagonal
+    ``k_test_test`` was given, the (N_test, N_test) covariance when a full one was, else None."""
+
+    mean: np.ndarray
+    variance: np.ndarray | None
+
+
+class Prediction(NamedTuple):
+    """:func:`predict`'s output: test ``mean``, test ``variance`` (or None) and the ``train`` outputs."""
+
+    mean: np.ndarray
+    variance: np.ndarray | None
+    train: np.ndarray
+
+
+def _host(x: Any, name: str) -> np.ndarray:
+    from .backend import to_numpy
+
+    try:
+        arr = to_numpy(x)
+    except TypeError as exc:
+        raise TypeError(f"{name}: {exc}") from None
+    arr = np.asarray(arr, dtype=np.float64)
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return arr
+
+
+def _flatten_kernel(K: np.ndarray, name: str, n_rows: int | None = None, n_cols: int | None = None) -> tuple[np.ndarray, int]:
+    """(N1, N2) stays; (N1, N2, k, k) becomes (N1·k, N2·k).  Returns the matrix and k (0 for 2-D)."""
+    if K.ndim == 2:
+        out, k = K, 0
+    elif K.ndim == 4 and K.shape[2] == K.shape[3]:
+        k = K.shape[2]
+        out = K.transpose(0, 2, 1, 3).reshape(K.shape[0] * k, K.shape[1] * k)
+    else:
+        raise ValueError(f"{name} must have shape (N1, N2) or (N1, N2, k, k); got {K.shape}")
+    if n_rows is not None and K.shape[0] != n_rows:
+        raise ValueError(f"{name} has {K.shape[0]} rows (shape {K.shape}); expected {n_rows}")
+    if n_cols is not None and K.shape[1] != n_cols:
+        raise ValueError(f"{name} has {K.shape[1]} columns (shape {K.shape}); expected {n_cols}")
+    return out, k
+
+
+def _targets(y: np.ndarray, n: int, k: int, name: str) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
+    """y as a matrix whose rows match the flattened kernel, and the map back to y's layout."""
+    if y.ndim not in (1, 2) or y.shape[0] != n:
+        raise ValueError(f"{name} must have shape ({n},) or ({n}, k); got {y.shape}")
+    if k:  # per-output kernel: y must be (N, k)
+        if y.ndim != 2 or y.shape[1] != k:
+            raise ValueError(f"{name} must have shape ({n}, {k}) for a (N, N, {k}, {k}) kernel; got {y.shape}")
+        return y.reshape(n * k, 1), lambda f: f.reshape(-1, k)
+    if y.ndim == 1:
+        return y[:, None], lambda f: f[..., 0] if f.ndim == 2 else f[..., 0]
+    return y, lambda f: f
+
+
+class _Eig:
+    """Eigendecomposition K + εI = V Λ Vᵀ with the pseudo-inverse cutoff."""
+
+    def __init__(self, K: np.ndarray, diag_reg: float, absolute: bool, rcond: float | None):
+        if K.shape[0] != K.shape[1]:
+            raise ValueError(f"k_train_train must be square; got shape {K.shape}")
+        if not (diag_reg >= 0 and math.isfinite(diag_reg)):
+            raise ValueError(f"diag_reg must be a finite number >= 0; got {diag_reg!r}")
+        n = K.shape[0]
+        K = 0.5 * (K + K.T)
+        eps = diag_reg if absolute else diag_reg * float(np.trace(K)) / n
+        from scipy.linalg import eigh
+
+        lam, V = eigh(K + eps * np.eye(n))
+        self.lam, self.V = np.maximum(lam, 0.0), V
+        lam_max = float(self.lam.max(initial=0.0))
+        self.cutoff = (n * 1e-15 if rcond is None else float(rcond)) * lam_max
+        self.keep = self.lam > self.cutoff
+
+    def inv_factor(self) -> np.ndarray:
+        """diag(1/λ) on kept directions, 0 on the others (the pseudo-inverse's spectrum)."""
+        out = np.zeros_like(self.lam)
+        out[self.keep] = 1.0 / self.lam[self.keep]
+        return out
+
+
+def kernel_regression(k_train_train: Any, k_test_train: Any, y_train: Any, diag_reg: float = 0.0,
+                      k_test_test: Any | None = None, *, diag_reg_absolute_scale: bool = False,
+                      rcond: float | None = None) -> Posterior:
+    """Kernel (GP) regression: mean K*(K + εI)⁺y and, with ``k_test_test``, variance k** − K*(K + εI)⁺K*ᵀ.
+
+    ``k_train_train`` (N, N) or (N, N, k, k); ``k_test_train`` (M, N) or (M, N, k, k); ``y_train``
+    (N,) or (N, k).  ``k_test_test``: (M,) diagonal → variance (M,) (clipped at 0 against round-off),
+    or (M, M) → full covariance (M, M); with per-output kernels, (M, k, k) or (M, M, k, k) likewise.
+    With diag_reg = 0 the mean interpolates the training data (on the kernel's range).  With H* the
+    "variance" is that of a GP whose covariance is H*, as neural-tangents' ``gp_inference`` gives it
+    — not the variance of an ensemble of trained networks.
+    """
+    K, k = _flatten_kernel(_host(k_train_train, "k_train_train"), "k_train_train")
+    y = _host(y_train, "y_train")
+    n = y.shape[0] if y.ndim else 0
+    Ks_raw = _host(k_test_train, "k_test_train")
+    Ks, ks = _flatten_kernel(Ks_raw, "k_test_train", n_cols=K.shape[1] // max(k, 1))
+    if ks != k:
+        raise ValueError(f"k_test_train has shape {Ks_raw.shape} but k_train_train has shape {np.shape(k_train_train)}")
+    if K.shape[0] != n * max(k, 1):
+        raise ValueError(f"k_train_train has shape {np.shape(k_train_train)} but y_train has {n} rows")
+    Y, back = _targets(y, n, k, "y_train")
+    eig = _Eig(K, float(diag_reg), diag_reg_absolute_scale, rcond)
+    coef = eig.V @ (eig.inv_factor()[:, None] * (eig.V.T @ Y))
+    mean = back(Ks @ coef)
+    if k_test_test is None:
+        return Posterior(mean, None)
+    Kss = _host(k_test_test, "k_test_test")
+    M = Ks_raw.shape[0]
+    # B = Λ^{-1/2} Vᵀ K*ᵀ on the kept directions, so K*(K + εI)⁺K*ᵀ = BᵀB
+    B = (np.sqrt(eig.inv_factor())[:, None]) * (eig.V.T @ Ks.T)
+    if Kss.ndim == 1 or (k and Kss.ndim == 3):
+        diag = Kss if not k else np.einsum("icc->ic", Kss).reshape(-1)
+        if diag.shape[0] != Ks.shape[0]:
+            raise ValueError(f"k_test_test has shape {Kss.shape}; expected ({M},) (a diagonal) or ({M}, {M})")
+        var = np.maximum(diag - np.einsum("ij,ij->j", B, B), 0.0)
+        return Posterior(mean, var.reshape(M, k) if k else var)
+    full, kk = _flatten_kernel(Kss, "k_test_test", n_rows=M, n_cols=M)
+    if kk != k:
+        raise ValueError(f"k_test_test has shape {Kss.shape}; expected ({M}, {M}) or ({M},)")
+    cov = full - B.T @ B
+    cov = 0.5 * (cov + cov.T)
+    return Posterior(mean, cov.reshape(M, k, M, k).transpose(0, 2, 1, 3) if k else cov)
+
+
+def gradient_descent_mse(k_train_train: Any, y_train: Any, diag_reg: float = 0.0, *,
+                         diag_reg_absolute_scale: bool = False, rcond: float | None = None
+                         ) -> Callable[..., Any]:
+    """The linearised gradient flow of the MSE (module docstring), as ``predict_fn``.
+
+    ``predict_fn(t=None, fx_train_0=0.0, fx_test_0=None, k_test_train=None)`` returns the train
+    outputs f(X, t) — or ``(f(X, t), f(X_test, t))`` when ``k_test_train`` (M, N) is given — for a
+    scalar t or an array of times (then a leading time axis).  ``fx_train_0`` / ``fx_test_0`` are the
+    outputs at t = 0 (default 0: the infinite-width ensemble mean).  ``t=None`` means t = ∞ (kernel
+    regression, with the pseudo-inverse cutoff).  ``N`` in e^{−tλ/N} is the number of training inputs.
+    """
+    K, k = _flatten_kernel(_host(k_train_train, "k_train_train"), "k_train_train")
+    y = _host(y_train, "y_train")
+    n = y.shape[0] if y.ndim else 0
+    if K.shape[0] != n * max(k, 1):
+        raise ValueError(f"k_train_train has shape {np.shape(k_train_train)} but y_train has {n} rows")
+    Y, back = _targets(y, n, k, "y_train")
+    eig = _Eig(K, float(diag_reg), diag_reg_absolute_scale, rcond)
+    lam, V = eig.lam, eig.V
+
+    def _initial(f0: Any, rows: int, name: str) -> np.ndarray:
+        f = _host(f0, name)
+        if f.ndim == 0:
+            return np.full((rows, Y.shape[1]), float(f))
+        want = (rows // max(k, 1),) + y.shape[1:]
+        if f.shape != want:
+            raise ValueError(f"{name} must be a scalar or have shape {want}; got {f.shape}")
+        return f.reshape(rows, Y.shape[1])
+
+    def predict_fn(t: Any = None, fx_train_0: Any = 0.0, fx_test_0: Any = None, k_test_train: Any = None):
+        f0 = _initial(fx_train_0, K.shape[0], "fx_train_0")
+        c = V.T @ (f0 - Y)  # residual in the eigenbasis
+        times = None if t is None else np.asarray(t, dtype=np.float64)
+        if times is not None and (np.any(times < 0) or not np.all(np.isfinite(times))):
+            raise ValueError(f"t must be finite and >= 0 (t=None means t = ∞); got {t!r}")
+        if times is None:
+            decay = np.where(eig.keep, 0.0, 1.0)[None, :]
+            phi = eig.inv_factor()[None, :]
+        else:
+            tt = times.reshape(-1, 1)
+            x = tt * lam[None, :] / n
+            decay = np.exp(-x)
+            small = lam[None, :] <= eig.cutoff
+            with np.errstate(divide="ignore", invalid="ignore"):
+                phi = np.where(small, tt / n, -np.expm1(-x) / np.where(small, 1.0, lam[None, :]))
+        train = Y[None] + np.einsum("ij,tj,jc->tic", V, decay, c)
+        scalar = times is None or times.ndim == 0
+        out_train = back(train[0]) if scalar else np.stack([back(f) for f in train])
+        if k_test_train is None:
+            return out_train
+        Ks, ks = _flatten_kernel(_host(k_test_train, "k_test_train"), "k_test_train", n_cols=n)
+        if ks != k:
+            raise ValueError(f"k_test_train has shape {np.shape(k_test_train)}; kernel outputs do not match k_train_train")
+        g0 = np.zeros((Ks.shape[0], Y.shape[1])) if fx_test_0 is None else _initial(fx_test_0, Ks.shape[0], "fx_test_0")
+        KV = Ks @ V
+        test = g0[None] - np.einsum("mj,tj,jc->tmc", KV, phi, c)
+        out_test = back(test[0]) if scalar else np.stack([back(f) for f in test])
+        return out_train, out_test
+
+    return predict_fn
+
+
+def predict(model: Any, X_train: Any, y_train: Any, X_test: Any, t: Any = None, kernel: str = "ntk",
+            params: dict | None = None, backend: Any = None, *, diag_reg: float = 0.0, order: int | None = None,
+            block_size: int | str | None = None) -> Prediction:
+    """Predictions of ``model`` trained on (X_train, y_train) by gradient flow on the MSE, at X_test.
+
+    * ``params=None`` — infinite width: the analytic ``kernel`` (``"ntk"``: H*, ``"nngp"``: the NNGP
+      kernel, i.e. training the last layer only), outputs at t = 0 equal to their mean 0.  ``t=None``
+      gives kernel regression with the posterior variance (:func:`kernel_regression`); a time t gives
+      the gradient-flow mean f(x, t) (variance None: the ensemble's variance at finite t is not
+      implemented).
+    * ``params`` given — the linearised finite-width network around θ(0) = params: its empirical NTK
+      (on ``backend``) and initial outputs f(x, 0) = model.apply(params, x); ``kernel`` must be "ntk".
+
+    Returns :class:`Prediction` ``(mean, variance, train)``: test outputs, test variance or None, and
+    the train outputs at t — float64 NumPy, (M,) for one output, else (M, k).
+    """
+    if kernel not in KERNELS:
+        raise ValueError(f"unknown kernel {kernel!r}; allowed: {', '.join(KERNELS)}")
+    y = _host(y_train, "y_train")
+    if params is None:
+        from .analytic import analytic_ntk, nngp_kernel
+
+        fn = analytic_ntk if kernel == "ntk" else nngp_kernel
+        Ktt = fn(model, X_train, order=order, trace=True)
+        Kst = fn(model, X_test, X_train, order=order, trace=True)
+        if t is None:
+            Kss = fn(model, X_test, order=order, trace=True, diagonal=True)
+            post = kernel_regression(Ktt, Kst, y, diag_reg, k_test_test=Kss)
+            train = kernel_regression(Ktt, Ktt, y, diag_reg).mean
+            return Prediction(post.mean, post.variance, train)
+        train, test = gradient_descent_mse(Ktt, y, diag_reg)(t, 0.0, 0.0, Kst)
+        return Prediction(test, None, train)
+    if kernel != "ntk":
+        raise ValueError("with params (a finite-width network) only kernel='ntk' is defined: the NNGP kernel is an "
+                         "infinite-width object; pass params=None for it")
+    from .backend import to_numpy
+    from .kernels import _resolve_backend, empirical_ntk
+
+    be = _resolve_backend(backend, params)
+    Ktt = to_numpy(empirical_ntk(model, params, X_train, backend=be, block_size=block_size))
+    Kst = to_numpy(empirical_ntk(model, params, X_test, X_train, backend=be, block_size=block_size))
+    f_train = to_numpy(model.apply(params, be.asarray(X_train, name="X_train"), backend=be))
+    f_test = to_numpy(model.apply(params, be.asarray(X_test, name="X_test"), backend=be))
+    train, test = gradient_descent_mse(Ktt, y, diag_reg)(t, f_train, f_test, Kst)
+    return Prediction(test, None, train)
+
+
+class _CallableModule(types.ModuleType):
+    """Lets ``nf.predict(...)`` call :func:`predict` while ``nf.predict`` stays this module."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Prediction:
+        return predict(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
+
+__all__ = ["Posterior", "Prediction", "kernel_regression", "gradient_descent_mse", "predict"]
