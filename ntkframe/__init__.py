@@ -21,6 +21,7 @@ from .errors import (BackendUnavailableError, ConfigError, DivergenceError, Ntkf
 from .hookspecs import hookimpl, hookspec
 from .integrators import RK4, DormandPrince, Euler, Integrator, KernelFlow
 from .kernels import IMPLEMENTATIONS, EmpiricalNTK, KernelEstimator, empirical_ntk
+from .outofcore import kernel_to_file, open_kernel
 from .losses import MSE, CrossEntropy, Logistic, Loss
 from .models import MLP, GramBlock, Model, TwoLayerNet
 from .montecarlo import MonteCarloNTK, MonteCarloResult, monte_carlo_ntk
@@ -38,4 +39,5 @@ __all__ = [
     "simulate", "Trajectory",
     "AnalyticNTK", "analytic_ntk", "nngp_kernel", "MonteCarloNTK", "MonteCarloResult", "monte_carlo_ntk",
     "predict", "data",
+    "kernel_to_file", "open_kernel",
 ]

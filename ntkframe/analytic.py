@@ -32,7 +32,7 @@ slowly for it and is refused.
 **Quadrature order.**  Since the two-layer net has no 1/√d, the accuracy depends on the input norms
 (larger ‖x‖ means σ(√s z) varies faster on the Gaussian's scale).  By default the order is chosen from
 the largest variance max(‖x‖²) by probing: the smallest n in :data:`ORDER_LADDER` whose probe error
-(n against 2n, on pairs at that variance with ρ from −0.999 to 0.9999 and unequal variances) is
+(n against 2n, on pairs at that variance with ρ from −0.999 to 0.9999, and unequal variances) is
 below ``tol = 1e-9`` relative — a hundredfold margin on the claimed 1e-7.  It works for any
 activation, a plugin's included; ``order=`` overrides it.  Measured error (max over the probe pairs
 of |E_n − E_800| / √(E[g(u)²]E[g(v)²]), for both moments; :func:`quadrature_error`):
@@ -40,29 +40,29 @@ of |E_n − E_800| / √(E[g(u)²]E[g(v)²]), for both moments; :func:`quadratur
 ==========  =====  =======  =======  =======  =======  =======  =======  ======
 activation  ‖x‖    n = 16   n = 32   n = 64   n = 128  n = 200  n = 256  auto n
 ==========  =====  =======  =======  =======  =======  =======  =======  ======
-softplus    0.5    6.9e-14  2.5e-15  2.3e-15  2.5e-15  5.7e-16  7.6e-16    12
-softplus    1.0    5.8e-08  3.6e-12  5.4e-15  5.3e-15  1.3e-15  3.6e-16    24
-softplus    1.5    1.3e-05  2.2e-08  1.9e-12  8.0e-15  2.2e-15  5.2e-16    48
-softplus    2.0    2.2e-04  1.9e-06  1.9e-09  8.9e-14  2.1e-15  3.2e-16    80
-softplus    3.0    3.5e-03  1.7e-04  1.8e-06  2.6e-09  8.7e-12  2.0e-13   160
-tanh        0.5    2.2e-06  3.1e-10  1.1e-14  1.1e-14  2.8e-15  5.5e-16    32
-tanh        1.0    5.6e-03  1.0e-04  2.1e-07  1.9e-11  7.2e-15  9.6e-16   128
-tanh        1.5    7.6e-02  6.9e-03  1.5e-04  4.3e-07  2.3e-09  6.8e-11   256
-tanh        2.0    2.5e-01  5.0e-02  3.5e-03  5.5e-05  1.3e-06  9.9e-08   384
+softplus    0.5    6.9e-14  2.5e-15  2.3e-15  2.5e-15  5.7e-16  7.6e-16     12
+softplus    1.0    5.8e-08  3.6e-12  5.4e-15  5.3e-15  1.3e-15  4.5e-16     24
+softplus    1.5    1.3e-05  2.2e-08  1.9e-12  8.0e-15  2.2e-15  5.2e-16     48
+softplus    2.0    2.2e-04  1.9e-06  1.9e-09  8.9e-14  2.3e-15  3.2e-16     80
+softplus    3.0    3.5e-03  1.7e-04  1.8e-06  2.6e-09  8.7e-12  2.0e-13    160
+tanh        0.5    2.2e-06  3.1e-10  1.1e-14  1.1e-14  2.8e-15  5.5e-16     32
+tanh        1.0    5.6e-03  1.0e-04  2.1e-07  1.9e-11  7.2e-15  9.6e-16    128
+tanh        1.5    7.6e-02  6.9e-03  1.5e-04  4.3e-07  2.3e-09  6.8e-11    256
+tanh        2.0    2.5e-01  5.0e-02  3.5e-03  5.5e-05  1.3e-06  9.9e-08    384
 tanh        3.0    6.5e-01  2.9e-01  6.5e-02  5.5e-03  5.4e-04  1.1e-04   512*
-sigmoid     0.5    3.7e-12  1.2e-15  1.2e-15  1.2e-15  5.0e-16  4.2e-16    12
-sigmoid     1.0    2.2e-06  3.1e-10  4.6e-15  4.2e-15  9.3e-16  4.2e-16    32
-sigmoid     1.5    3.9e-04  1.4e-06  2.6e-10  8.6e-15  1.6e-15  5.2e-16    64
-sigmoid     2.0    5.6e-03  1.0e-04  2.1e-07  1.9e-11  7.2e-15  9.6e-16   128
-sigmoid     3.0    7.6e-02  6.9e-03  1.5e-04  4.3e-07  2.3e-09  6.8e-11   256
-gelu        0.5    4.3e-11  1.2e-14  1.1e-14  1.1e-14  2.9e-15  1.8e-16    16
-gelu        1.0    4.7e-05  1.3e-09  1.1e-14  1.2e-14  3.1e-15  3.9e-16    40
-gelu        1.5    4.9e-03  2.1e-05  3.0e-10  1.2e-14  3.2e-15  1.1e-15    64
-gelu        2.0    3.3e-02  1.3e-03  1.7e-06  2.0e-12  3.0e-15  2.1e-15   128
-gelu        3.0    1.2e-01  2.9e-02  1.4e-03  2.7e-06  2.0e-09  7.0e-12   256
-erf (GH)    0.5    3.1e-08  1.1e-14  1.1e-14  1.1e-14  2.6e-15  6.6e-16    —
-erf (GH)    1.0    2.5e-03  3.8e-06  8.9e-12  1.2e-14  2.1e-15  9.7e-16    —
-erf (GH)    1.5    7.3e-02  2.9e-03  4.8e-06  1.3e-11  2.5e-15  5.0e-15    —
+sigmoid     0.5    3.7e-12  1.2e-15  1.2e-15  1.2e-15  5.0e-16  6.4e-16     12
+sigmoid     1.0    2.2e-06  3.1e-10  4.6e-15  4.2e-15  9.3e-16  4.2e-16     32
+sigmoid     1.5    3.9e-04  1.4e-06  2.6e-10  8.6e-15  1.6e-15  5.2e-16     64
+sigmoid     2.0    5.6e-03  1.0e-04  2.1e-07  1.9e-11  7.2e-15  9.6e-16    128
+sigmoid     3.0    7.6e-02  6.9e-03  1.5e-04  4.3e-07  2.3e-09  6.8e-11    256
+gelu        0.5    4.3e-11  1.2e-14  1.1e-14  1.1e-14  3.1e-15  3.6e-16     16
+gelu        1.0    4.7e-05  1.3e-09  1.1e-14  1.2e-14  3.1e-15  5.9e-16     40
+gelu        1.5    4.9e-03  2.1e-05  3.0e-10  1.2e-14  3.3e-15  1.1e-15     64
+gelu        2.0    3.3e-02  1.3e-03  1.7e-06  2.0e-12  3.1e-15  2.1e-15    128
+gelu        3.0    1.2e-01  2.9e-02  1.4e-03  2.7e-06  2.0e-09  7.0e-12    256
+erf (GH)    0.5    3.1e-08  1.1e-14  1.1e-14  1.1e-14  2.7e-15  6.6e-16      —
+erf (GH)    1.0    2.5e-03  3.8e-06  8.9e-12  1.2e-14  2.1e-15  9.7e-16      —
+erf (GH)    1.5    7.3e-02  2.9e-03  4.8e-06  1.3e-11  2.5e-15  5.0e-15      —
 ==========  =====  =======  =======  =======  =======  =======  =======  ======
 
 (* tanh at ‖x‖ = 3: even 512 nodes reach only ~3e-7 by the 512-vs-1024 probe; a warning says so.)
@@ -96,7 +96,7 @@ import numpy as np
 
 from .activations import BUILTIN_ACTIVATIONS, Activation
 from .kernels import KernelEstimator
-from .models import MLP, Model, TwoLayerNet
+from .models import MLP, Model, TwoLayerNet, _choice
 
 #: quadrature orders tried by the automatic choice, smallest first
 ORDER_LADDER = (8, 12, 16, 20, 24, 32, 40, 48, 64, 80, 96, 128, 160, 192, 256, 320, 384, 512)
@@ -114,6 +114,8 @@ PROBE_RATIOS = (1.0, 0.25)
 PRUNE = 1e-22
 #: elements of the (pairs × n × n) grid evaluated at once per thread
 CHUNK_ELEMENTS = 1 << 20
+#: pairs listed at once (row blocks of the kernel)
+PAIR_BLOCK = 1 << 20
 
 
 # -------------------------------------------------------------------------------------------------
@@ -148,7 +150,8 @@ def _closed_moments(act: Activation, s11, s22, s12, need_v: bool, need_d: bool):
         rho = _rho(s11, s22, s12)
         theta = np.arccos(rho)
         if need_v:
-            V = np.sqrt(s11 * s22) * (np.sqrt(np.maximum(1.0 - rho * rho, 0.0)) + (math.pi - theta) * rho) / (2 * math.pi)
+            sin = np.sqrt(np.maximum(1.0 - rho * rho, 0.0))
+            V = np.sqrt(s11 * s22) * (sin + (math.pi - theta) * rho) / (2 * math.pi)
         if need_d:
             Dm = (math.pi - theta) / (2 * math.pi)
     elif _is_builtin(act, "erf"):
@@ -204,11 +207,15 @@ def _threads() -> int:
 
 
 def _quadrature_moments(act: Activation, s11: np.ndarray, s22: np.ndarray, s12: np.ndarray, order: int,
-                        need_v: bool, need_d: bool):
-    """E[σ(u)σ(v)] and E[σ'(u)σ'(v)] by an n×n Gauss–Hermite grid, for flat arrays of pairs."""
+                        need_v: bool, need_d: bool, smax: float | None = None):
+    """E[σ(u)σ(v)] and E[σ'(u)σ'(v)] by an n×n Gauss–Hermite grid, for flat arrays of pairs.
+
+    ``smax`` (default: the largest variance given) sets which negligible nodes are dropped.
+    """
     be = _host()
     P = s11.size
-    smax = float(max(s11.max(initial=0.0), s22.max(initial=0.0)))
+    if smax is None:
+        smax = float(max(s11.max(initial=0.0), s22.max(initial=0.0)))
     z, w = _nodes(act, order, smax, need_v, need_d)
     n = z.size
     rho = _rho(s11, s22, s12)
@@ -304,20 +311,21 @@ def gaussian_moments(activation: str | Activation, s11: Any, s22: Any, s12: Any,
 # quadrature error and the automatic order
 # -------------------------------------------------------------------------------------------------
 def _probe(norm: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Probe covariances at ‖x‖ = norm: variances (s, s), (s, s/4), (s/4, s) with s = norm², every ρ."""
     s = norm * norm
     s11, s22, s12 = [], [], []
-    for ratio in PROBE_RATIOS:
+    for v1, v2 in [(s, s * r) for r in PROBE_RATIOS] + [(s * r, s) for r in PROBE_RATIOS if r != 1.0]:
         for rho in PROBE_RHOS:
-            s11.append(s)
-            s22.append(s * ratio)
-            s12.append(rho * s * math.sqrt(ratio))
+            s11.append(v1)
+            s22.append(v2)
+            s12.append(rho * math.sqrt(v1 * v2))
     return np.array(s11), np.array(s22), np.array(s12)
 
 
 def quadrature_error(activation: str | Activation, norm: float, order: int, reference: int | None = None) -> float:
     """Relative error of the order-n quadrature against order ``reference`` (default 2n) at ‖x‖ = ``norm``.
 
-    Max over the probe pairs (variances norm² and norm²/4, ρ from −0.999 to 0.9999) and over both
+    Max over the probe pairs (variances (s, s), (s, s/4), (s/4, s), s = norm², ρ from −0.999 to 0.9999) and both
     moments of |E_n − E_ref| / √(E[g(u)²] E[g(v)²]) (the Cauchy–Schwarz scale, g = σ or σ').
     """
     from .activations import get_activation
@@ -399,24 +407,24 @@ def _pair_moments(act: Activation, d1: np.ndarray, d2: np.ndarray | None, C: np.
         V, Dm = _closed_moments(act, d1[:, None], d2[None, :], C, need_v, need_d)
         return V, Dm
     N1, N2 = C.shape
-    if symmetric:
-        i, j = np.triu_indices(N1)
-    else:
-        i, j = (g.ravel() for g in np.indices((N1, N2)))
+    smax = float(max(d1.max(initial=0.0), d2.max(initial=0.0)))
     if order is None:
-        smax = float(max(d1.max(initial=0.0), d2.max(initial=0.0)))
         order = choose_order(act, math.sqrt(smax), tol=tol)
-    v, dm = _quadrature_moments(act, d1[i], d2[j], C[i, j], int(order), need_v, need_d)
-    out = []
-    for flat in (v, dm):
-        if flat is None:
-            out.append(None)
-            continue
-        M = np.empty((N1, N2))
-        M[i, j] = flat
+    out = [np.empty((N1, N2)) if need else None for need in (need_v, need_d)]
+    rows = max(1, PAIR_BLOCK // N2)
+    for i0 in range(0, N1, rows):  # row blocks bound the memory of the pair lists
+        i1 = min(N1, i0 + rows)
+        i, j = np.meshgrid(np.arange(i0, i1), np.arange(i0 if symmetric else 0, N2), indexing="ij")
         if symmetric:
-            M[j, i] = flat
-        out.append(M)
+            keep = j >= i
+            i, j = i[keep], j[keep]
+        i, j = i.ravel(), j.ravel()
+        flat = _quadrature_moments(act, d1[i], d2[j], C[i, j], int(order), need_v, need_d, smax=smax)
+        for M, f in zip(out, flat):
+            if M is not None:
+                M[i, j] = f
+                if symmetric:
+                    M[j, i] = f
     return tuple(out)
 
 
@@ -427,18 +435,14 @@ def _inputs(model: Model, X1: Any, X2: Any | None) -> tuple[np.ndarray, np.ndarr
     return A, B
 
 
-def _choice(value: str, what: str, allowed: tuple[str, ...]) -> str:
-    if value not in allowed:
-        raise ValueError(f"unknown {what} {value!r}; allowed: {', '.join(allowed)}")
-    return value
-
-
 def _two_layer(model: TwoLayerNet, A: np.ndarray, B: np.ndarray | None, kernel: str, order, method, standard_mode,
                tol, diagonal: bool) -> np.ndarray:
     act = model.activation
     d1 = np.einsum("ij,ij->i", A, A)
     d2 = None if B is None else np.einsum("ij,ij->i", B, B)
     C = d1 if diagonal else A @ (A if B is None else B).T
+    if B is None and not diagonal:
+        np.fill_diagonal(C, d1)  # ρ_ii = 1 exactly: relu's kernel has a √ singularity at θ = 0
     if kernel == "nngp":
         V, _ = _pair_moments(act, d1, d2, C, order=order, method=method, need_v=True, need_d=False, tol=tol)
         return V
@@ -469,6 +473,9 @@ def _mlp(model: MLP, A: np.ndarray, B: np.ndarray | None, kernel: str, order, me
     # layer 1: the input covariances
     k1 = np.einsum("ij,ij->i", A, A) / model.d
     K12 = k1 if diagonal else A @ Bm.T / model.d
+    symmetric = B is None and not diagonal
+    if symmetric:
+        np.fill_diagonal(K12, k1)  # ρ_ii = 1 exactly (relu's kernel has a √ singularity at θ = 0)
     k2 = None if B is None else np.einsum("ij,ij->i", B, B) / model.d
     cw, cb = block(1)
     S12, s1, s2 = K12 + b2, k1 + b2, (None if k2 is None else k2 + b2)
@@ -476,12 +483,14 @@ def _mlp(model: MLP, A: np.ndarray, B: np.ndarray | None, kernel: str, order, me
     for l in range(2, model.depth + 1):
         need_d = kernel == "ntk"
         V12, D12 = _pair_moments(act, s1, s2, S12, order=order, method=method, need_v=True, need_d=need_d, tol=tol)
-        v1 = _diag(act, s1, order, method, tol)
+        v1 = V12 if diagonal else _diag(act, s1, order, method, tol)
         v2 = None if s2 is None else _diag(act, s2, order, method, tol)
         cw, cb = block(l)
         if need_d:
             T12 = T12 * D12 + cw * V12 + cb
         S12, s1, s2 = V12 + b2, v1 + b2, (None if v2 is None else v2 + b2)
+        if symmetric:
+            np.fill_diagonal(S12, s1)
     return T12 if kernel == "ntk" else S12
 
 
@@ -533,6 +542,11 @@ def analytic_ntk(model: Model, X1: Any, X2: Any | None = None, *, order: int | N
     for relu).  ``standard_mode``: what to return for ``parameterization="standard"``, where H*
     diverges with m (module docstring): ``"expected"`` (E[H] at the model's width) or ``"ntk"``.
     ``diagonal=True`` returns only H*(x_i, x_i), shape (N1,) (or (N1, k, k)), with X2 = None.
+
+    Accuracy: closed forms to round-off, except that relu's kernel has a √ singularity at θ = 0, so a
+    point present in both X1 and X2 (ρ = 1 − 1e-16 after round-off) is off by ~1e-8 relative — the
+    symmetric call (X2=None) sets ρ_ii = 1 exactly.  Quadrature: ≤ ``tol`` by the probe (module
+    docstring), and H*(x, x') and H*(x', x) agree to that accuracy, not bitwise, across calls.
     """
     return _kernel(model, X1, X2, kernel="ntk", order=order, method=method, trace=trace,
                    standard_mode=standard_mode, tol=tol, diagonal=diagonal)

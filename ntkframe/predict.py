@@ -68,7 +68,8 @@ def _host(x: Any, name: str) -> np.ndarray:
     return arr
 
 
-def _flatten_kernel(K: np.ndarray, name: str, n_rows: int | None = None, n_cols: int | None = None) -> tuple[np.ndarray, int]:
+def _flatten_kernel(K: np.ndarray, name: str, n_rows: int | None = None,
+                    n_cols: int | None = None) -> tuple[np.ndarray, int]:
     """(N1, N2) stays; (N1, N2, k, k) becomes (N1·k, N2·k).  Returns the matrix and k (0 for 2-D)."""
     if K.ndim == 2:
         out, k = K, 0
@@ -93,7 +94,7 @@ def _targets(y: np.ndarray, n: int, k: int, name: str) -> tuple[np.ndarray, Call
             raise ValueError(f"{name} must have shape ({n}, {k}) for a (N, N, {k}, {k}) kernel; got {y.shape}")
         return y.reshape(n * k, 1), lambda f: f.reshape(-1, k)
     if y.ndim == 1:
-        return y[:, None], lambda f: f[..., 0] if f.ndim == 2 else f[..., 0]
+        return y[:, None], lambda f: f[..., 0]
     return y, lambda f: f
 
 
@@ -220,7 +221,8 @@ def gradient_descent_mse(k_train_train: Any, y_train: Any, diag_reg: float = 0.0
             return out_train
         Ks, ks = _flatten_kernel(_host(k_test_train, "k_test_train"), "k_test_train", n_cols=n)
         if ks != k:
-            raise ValueError(f"k_test_train has shape {np.shape(k_test_train)}; kernel outputs do not match k_train_train")
+            raise ValueError(f"k_test_train has shape {np.shape(k_test_train)}; its outputs do not match "
+                             "k_train_train's")
         g0 = np.zeros((Ks.shape[0], Y.shape[1])) if fx_test_0 is None else _initial(fx_test_0, Ks.shape[0], "fx_test_0")
         KV = Ks @ V
         test = g0[None] - np.einsum("mj,tj,jc->tmc", KV, phi, c)

@@ -52,17 +52,19 @@ def long_mc():
     out = {}
     for name in ACTIVATIONS:
         act = BUILTIN_ACTIVATIONS[name]
-        sums = {}
+        sums: dict = {}
         for c, W in enumerate(Ws):
             Z = W @ X_MC.T
             S, D = act.value(be, Z), act.derivative(be, Z)
-            out_k = S[:, :, None] * S[:, None, :]
-            DD = D[:, :, None] * D[:, None, :] * G
             for init in ("gaussian", "sign"):
-                a2 = A[init][c][:, None, None] ** 2
-                for mode, k in (("output", out_k), ("hidden", a2 * DD), ("both", out_k + a2 * DD)):
-                    s1, s2 = sums.get((init, mode), (0.0, 0.0))
-                    sums[(init, mode)] = (s1 + k.sum(0), s2 + (k * k).sum(0))
+                a2 = A[init][c][:, None] ** 2
+                # per draw: output S_iS_j, hidden a²G_ij D_iD_j; sums and sums of squares as GEMMs
+                so, so2 = S.T @ S, (S * S).T @ (S * S)
+                sh, sh2 = G * ((a2 * D).T @ D), G * G * ((a2 * a2 * D * D).T @ (D * D))
+                cross = 2 * G * ((a2 * S * D).T @ (S * D))
+                for mode, s1, s2 in (("output", so, so2), ("hidden", sh, sh2), ("both", so + sh, so2 + sh2 + cross)):
+                    t1, t2 = sums.get((init, mode), (0.0, 0.0))
+                    sums[(init, mode)] = (t1 + s1, t2 + s2)
         for key, (s1, s2) in sums.items():
             mean = s1 / DRAWS
             var = np.maximum(s2 / DRAWS - mean ** 2, 0.0) * DRAWS / (DRAWS - 1)
@@ -97,6 +99,7 @@ def test_relu_hidden_unit_norm_closed_form():
     X = nf.data.unit_sphere(9, 5, seed=3)
     H = nf.analytic_ntk(nf.TwoLayerNet(5, 10, "relu", train="hidden", output_init="sign"), X)
     C = np.clip(X @ X.T, -1, 1)
+    np.fill_diagonal(C, 1.0)  # x_iᵀx_i = 1: arccos would amplify its last-bit error to 1e-8
     expected = C * (math.pi - np.arccos(C)) / (2 * math.pi)
     np.testing.assert_allclose(H, expected, rtol=1e-13, atol=1e-15)
 
@@ -175,10 +178,13 @@ def test_quadrature_is_exact_at_theta_zero_and_for_zero_inputs():
     X = points(4, 3, seed=4)
     X = np.concatenate([X, X[:1], np.zeros((1, 3))])  # a repeated point (ρ = 1) and x = 0
     for name in ("softplus", "tanh", "gelu"):
-        H = nf.analytic_ntk(nf.TwoLayerNet(3, 5, name), X, order=128)
-        assert np.all(np.isfinite(H))
-        np.testing.assert_allclose(H[0], H[4], rtol=1e-14)
-        np.testing.assert_allclose(H, H.T, rtol=1e-14)
+        H = nf.analytic_ntk(nf.TwoLayerNet(3, 5, name), X)
+        sigma0 = float(BUILTIN_ACTIVATIONS[name].value(nf.get_backend("numpy"), np.zeros(1))[0])
+        assert np.all(np.isfinite(H)) and abs(H[5, 5] - sigma0 ** 2) <= 1e-15  # x = 0: u ≡ 0
+        # H[0, j] and H[4, j] come from differently oriented Cholesky factors: equal to the quadrature's accuracy
+        assert np.max(np.abs(H[0] - H[4])) <= 1e-9 * np.abs(H).max()
+        assert H[0, 4] == H[4, 0] and abs(H[0, 4] - H[0, 0]) <= 1e-12 * H[0, 0]
+        np.testing.assert_array_equal(H, H.T)
         assert np.all(np.linalg.eigvalsh(H) > -1e-12 * np.abs(H).max())
 
 
@@ -238,9 +244,13 @@ def test_rectangular_and_symmetric_agree_and_diagonal():
     for name in ("softplus", "relu", "erf"):
         model = nf.TwoLayerNet(3, 5, name)
         full = nf.analytic_ntk(model, X)
-        np.testing.assert_allclose(nf.analytic_ntk(model, X, X.copy()), full, rtol=1e-14, atol=1e-15)
-        np.testing.assert_allclose(nf.analytic_ntk(model, X, diagonal=True), np.diag(full), rtol=1e-14)
-        np.testing.assert_allclose(nf.analytic_ntk(model, X[:3], X[3:]), full[:3, 3:], rtol=1e-14, atol=1e-15)
+        # quadrature: (i, j) and (j, i) are oriented differently, so agree to its accuracy (1e-9 asked);
+        # relu: arccos has a √ singularity at ρ = 1, so a repeated point given in X1 and X2 (ρ = 1 − 1e-16)
+        # is off by ~1e-8 — the symmetric call sets ρ_ii = 1 exactly
+        tol = {"softplus": 1e-9, "relu": 1e-7, "erf": 1e-13}[name]
+        assert scaled_err(nf.analytic_ntk(model, X, X.copy()), full) <= tol
+        np.testing.assert_allclose(nf.analytic_ntk(model, X, diagonal=True), np.diag(full), rtol=1e-13)
+        np.testing.assert_allclose(nf.analytic_ntk(model, X[:3], X[3:]), full[:3, 3:], rtol=1e-9, atol=1e-15)
 
 
 def test_standard_parameterisation_expected_kernel():
@@ -336,14 +346,15 @@ def test_monte_carlo_converges_at_inverse_sqrt_samples_rate():
     X = points(6, 3, seed=12)
     model = nf.TwoLayerNet(3, 8, "softplus")
     H = nf.analytic_ntk(model, X)
-    counts = np.array([32, 128, 512, 2048])
+    counts = np.array([8, 32, 128, 512, 2048])
     rms = []
-    for S in counts:
-        errs = [np.linalg.norm(nf.MonteCarloNTK(model, int(S), seed=100 + r, batch=16).compute(X) - H)
-                for r in range(8)]
+    for S in counts:  # 16 independent replicates per sample count; batch=S: one wide GEMM per estimate
+        errs = [np.linalg.norm(nf.MonteCarloNTK(model, int(S), seed=100 + r, batch=int(S)).compute(X) - H)
+                for r in range(16)]
         rms.append(math.sqrt(np.mean(np.square(errs))))
     slope = np.polyfit(np.log(counts), np.log(rms), 1)[0]
-    assert -0.65 <= slope <= -0.35, (slope, rms)
+    # seeds 100..500 give slopes −0.47 … −0.54; the replicate noise allows about ±0.05
+    assert -0.62 <= slope <= -0.38, (slope, rms)
 
 
 def test_monte_carlo_batch_equals_loop_and_seeds_are_prefix_stable():
