@@ -188,12 +188,10 @@ class FixedStep(Integrator):
         steps = int((state or {}).get("steps", 0))
         t, y, h = float(t0), y0, self.h
         for T in times:
-            ratio = (T - t) / h
-            n_full = int(math.floor(ratio + 1e-9))
+            n_full = int(math.floor((T - t) / h + 1e-9))
             rest = (T - t) - n_full * h
-            sizes = [h] * n_full + ([rest] if rest > 1e-9 * h else [])
-            for i, hi in enumerate(sizes):
-                ti = t + i * h
+            for i in range(n_full + (rest > 1e-9 * h)):
+                ti, hi = t + i * h, (h if i < n_full else rest)
                 y = self.step(rhs, ti, y, hi)
                 steps += 1
                 if on_step is not None:

@@ -204,11 +204,12 @@ def simulate(model: Model, loss: Loss, integrator: Integrator, X: Any, y: Any, t
     need_kernel = bool({"kernel_drift", "kernel_eigs"} & set(record))
     use_lin = "linearised" in record or not integrator.parameter_space
     H0 = ntk(params0, X) if (need_kernel or use_lin) else None
-    lin = KernelFlow().fit(H0, f0, yb, be, loss) if use_lin else None
+    solver = integrator if isinstance(integrator, KernelFlow) else KernelFlow()
+    lin = solver.fit(H0, f0, yb, be, loss) if use_lin else None
     f0_test = None if Xt is None else model.apply(params0, Xt, backend=be)
     H0_test = ntk(params0, Xt, X) if (lin is not None and Xt is not None) else None
     H0m = None if H0 is None else kernel_matrix(be, H0)
-    H0_norm = None if H0m is None else _spectral_norm(be, H0m)
+    H0_norm = _spectral_norm(be, H0m) if "kernel_drift" in record else None
 
     def row_at(t: float, theta: dict | None) -> tuple[dict[str, Any], dict]:
         """The records at time t (host NumPy values) and the trainable parameters at t."""
@@ -357,9 +358,9 @@ def _divergence_message(exc: DivergenceError, integrator: Integrator, loss: Loss
     beta = integrator.stability_interval
     if beta is None:
         rate = loss.curvature * lam / n
-        return (f"{head} The adaptive step could not keep the error in check; the linearised flow's fastest rate is "
-                f"κλ_max(H)/N = {rate:.4g} ({where}). Loosen the tolerances only if the loss itself is finite; "
-                "otherwise check the data and the initial parameters")
+        return (f"{head} Exact gradient flow never increases the loss, so the integration failed: the flow's "
+                f"fastest rate is κλ_max(H)/N = {rate:.4g} ({where}), and explicit steps much above 3/rate are "
+                "unstable. Tighten rtol/atol, and check the data and initial parameters for NaN or inf")
     bound = integrator.stable_step(n, lam)
     text = (f"{head} The step h={getattr(integrator, 'h', float('nan')):g} is too large: on MSE, "
             f"{type(integrator).__name__} is stable for h < {beta:g}N/λ_max(H) = {beta:g}·{n}/{lam:.6g} = {bound:.6g} "
