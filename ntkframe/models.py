@@ -66,6 +66,16 @@ class Model:
     def vjp(self, params: dict, X: Any, cotangent: Any, backend: Any = None) -> dict[str, Any]:
         raise NotImplementedError
 
+    def forward_backward(self, params: dict, X: Any, cotangent_fn: Any, backend: Any = None,
+                         check: bool = True) -> tuple[Any, dict[str, Any]]:
+        """(f(X), vjp(cotangent_fn(f(X)))) with one forward pass shared by both.
+
+        The gradient-flow right-hand side uses this: f → ∂ℓ/∂f → ∇θ. ``check=False`` skips the
+        input validation (and its device-to-host sync) for inputs already checked once.
+        """
+        f = self.apply(params, X, backend=backend)
+        return f, self.vjp(params, X, cotangent_fn(f), backend=backend)
+
     def jacobian_factors(self, params: dict, X: Any, backend: Any, trace: bool = False) -> list[GramBlock]:
         raise NotImplementedError
 
@@ -209,6 +219,17 @@ class TwoLayerNet(Model):
         X = self.check_inputs(be, X)
         cot = self._cotangent(be, cotangent, X.shape[0])
         S, D = self._forward(be, params, X, need_derivative="W" in self.trainable)
+        return self._grads(params, X, S, D, cot)
+
+    def forward_backward(self, params: dict, X: Any, cotangent_fn: Any, backend: Any = None,
+                         check: bool = True) -> tuple[Any, dict[str, Any]]:
+        be = self._backend(backend, params)
+        X = self.check_inputs(be, X) if check else be.asarray(X, name="X")
+        S, D = self._forward(be, params, X, need_derivative="W" in self.trainable)
+        f = self._output((S @ self._a2(params)) * self.c)
+        return f, self._grads(params, X, S, D, self._cotangent(be, cotangent_fn(f), X.shape[0]))
+
+    def _grads(self, params: dict, X: Any, S: Any, D: Any, cot: Any) -> dict[str, Any]:
         out = {}
         if "W" in self.trainable:
             out["W"] = ((cot @ self._a2(params).T) * D).T @ X * self.c
@@ -341,6 +362,18 @@ class MLP(Model):
         X = self.check_inputs(be, X)
         delta = self._cotangent(be, cotangent, X.shape[0])
         _, hs, Ds = self._forward(be, params, X, need_derivative=True)
+        return self._backprop(params, hs, Ds, delta)
+
+    def forward_backward(self, params: dict, X: Any, cotangent_fn: Any, backend: Any = None,
+                         check: bool = True) -> tuple[Any, dict[str, Any]]:
+        be = self._backend(backend, params)
+        X = self.check_inputs(be, X) if check else be.asarray(X, name="X")
+        f, hs, Ds = self._forward(be, params, X, need_derivative=True)
+        f = self._output(f)
+        delta = self._cotangent(be, cotangent_fn(f), X.shape[0])
+        return f, self._backprop(params, hs, Ds, delta)
+
+    def _backprop(self, params: dict, hs: list, Ds: list, delta: Any) -> dict[str, Any]:
         grads = {}
         for l in range(self.depth, 0, -1):
             c, cb = self._coef(l)

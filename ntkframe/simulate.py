@@ -53,9 +53,10 @@ class GradientFlow:
 
     def __call__(self, t: float, theta: dict) -> dict:
         params = {**self.frozen, **theta}
-        f = self.model.apply(params, self.X, backend=self.be)
+        # one forward pass for the loss and the gradient; X was validated once by simulate()
+        f, grads = self.model.forward_backward(params, self.X, lambda out: self.loss.grad(out, self.y),
+                                               backend=self.be, check=False)
         self.last_loss = self.loss.value(f, self.y)
-        grads = self.model.vjp(params, self.X, self.loss.grad(f, self.y), backend=self.be)
         self.evaluations += 1
         return {k: grads[k] * self.scale for k in theta}
 

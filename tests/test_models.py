@@ -113,3 +113,22 @@ def test_bad_inputs_raise_clear_errors():
         nf.MLP(d=3, widths=[])
     with pytest.raises(TypeError, match="no automatic differentiation"):
         nf.empirical_ntk(lambda p, X: X, {}, np.ones((2, 3)), backend="numpy")
+
+
+@pytest.mark.parametrize("model", [nf.TwoLayerNet(d=4, m=12, activation="gelu", outputs=2),
+                                   nf.TwoLayerNet(d=4, m=12, train="hidden"),
+                                   nf.MLP(d=4, widths=[7, 5], activation="tanh", outputs=3)])
+def test_forward_backward_equals_apply_then_vjp(backend, model):
+    params = model.init(backend, seed=2)
+    X = unit_sphere(6, 4, 0)
+
+    def cot(f):
+        return f * 2.0 - 1.0
+
+    f, grads = model.forward_backward(params, X, cot, backend=backend)
+    f_ref = model.apply(params, X, backend=backend)
+    g_ref = model.vjp(params, X, cot(f_ref), backend=backend)
+    np.testing.assert_allclose(nf.to_numpy(f), nf.to_numpy(f_ref), rtol=1e-14, atol=1e-15)
+    assert set(grads) == set(model.trainable)
+    for k in grads:
+        np.testing.assert_allclose(nf.to_numpy(grads[k]), nf.to_numpy(g_ref[k]), rtol=1e-12, atol=1e-14)
