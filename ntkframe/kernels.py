@@ -53,7 +53,8 @@ def _resolve_backend(backend: Backend | str | None, params: Any) -> Backend:
 
 
 def empirical_ntk(model: Any, params: Any, X1: Any, X2: Any | None = None, *, backend: Backend | str | None = None,
-                  block_size: int | str | None = None, trace: bool = False, implementation: str = "auto") -> Any:
+                  block_size: int | str | None = None, trace: bool = False, implementation: str = "auto",
+                  out: Any = None) -> Any:
     """The empirical neural tangent kernel H(X1, X2) = ∇θf(X1)ᵀ ∇θf(X2) on ``backend``'s device.
 
     ``model`` is an ntkframe :class:`Model` (contracted from its Jacobian factors with GEMMs,
@@ -65,10 +66,19 @@ def empirical_ntk(model: Any, params: Any, X1: Any, X2: Any | None = None, *, ba
     ``implementation``: ``"structured"`` (factors, ntkframe models only), ``"jacobian_contraction"``
     (per-sample Jacobians, then contract), ``"ntk_vector_products"`` (vmapped JVPs of VJPs), or
     ``"auto"`` (structured when the model provides factors).
+
+    ``out="K.zarr"`` or ``"K.npy"`` computes the kernel tile by tile (``block_size`` × ``block_size``,
+    or tiles from the memory budget) into that file and returns it opened (a zarr array or a NumPy
+    memmap): for kernels larger than memory.  :func:`ntkframe.kernel_to_file` has the options
+    (memory budget, executors, resume).
     """
     if implementation not in IMPLEMENTATIONS:
         raise ValueError(f"unknown implementation {implementation!r}; allowed: {', '.join(IMPLEMENTATIONS)}")
     be = _resolve_backend(backend, params)
+    if out is not None:
+        from .outofcore import kernel_to_file
+
+        return kernel_to_file(model, params, X1, X2, backend=be, out=out, block_size=block_size, trace=trace)
     if isinstance(model, Model) and model.structured and implementation in ("auto", "structured"):
         return be.jacobian_gram(model, params, X1, X2, block_size=block_size, trace=trace)
     if implementation == "structured":

@@ -20,6 +20,10 @@ from typing import Any, Iterable
 import numpy as np
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 def to_jsonable(obj: Any) -> Any:
     """NumPy scalars/arrays and tuples to plain JSON types (NaN/inf become null)."""
     if isinstance(obj, dict):
@@ -47,6 +51,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w") as fh:
             fh.write(text)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual permissions
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -65,6 +70,7 @@ def atomic_save_npz(path: str | Path, **arrays: Any) -> None:
     os.close(fd)
     try:
         np.savez(tmp, **{k: np.asarray(v) for k, v in arrays.items()})
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -68,7 +68,8 @@ class Experiment:
         failed = [r for r in records if r["status"] != "ok"]
         ok = [r for r in records if r["status"] == "ok"]
         results = self.summarise(ok, ctx)
-        results["failed_tasks"] = [{"key": r["key"], "error": r["error"]} for r in failed]
+        results["failed_tasks"] = [{"key": r["key"], "error": r["error"], "traceback": r.get("traceback")}
+                                   for r in failed]
         return results
 
     def table(self, results: dict[str, Any]) -> str:
