@@ -16,3 +16,29 @@ def test_every_hook_has_a_section_in_the_plugin_docs():
     sections = set(re.findall(r"^### (\w+)", DOCS.read_text(), flags=re.M))
     missing = [h for h in hooks if h not in sections]
     assert not missing, f"docs/plugins.md lacks a section for: {missing}"
+
+
+ROOT = DOCS.parent.parent
+DOC_FILES = sorted([ROOT / "README.md", *(ROOT / "docs").glob("*.md"), *(ROOT / "docs" / "tutorials").glob("*.md")])
+
+
+def _python_blocks(path: Path) -> list[str]:
+    return re.findall(r"^```python\n(.*?)^```", path.read_text(), flags=re.M | re.S)
+
+
+def test_the_docs_have_python_examples():
+    assert sum(len(_python_blocks(p)) for p in DOC_FILES) >= 5
+
+
+import pytest  # noqa: E402
+
+
+@pytest.mark.parametrize("path", [p for p in DOC_FILES if _python_blocks(p)], ids=lambda p: p.name)
+def test_every_python_example_in_the_docs_runs(path, tmp_path, monkeypatch):
+    """Each page's ```python blocks run in order in one namespace, in a scratch folder."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    namespace: dict = {"__name__": f"docs_{path.stem}"}
+    for i, block in enumerate(_python_blocks(path)):
+        code = compile(block, f"{path.name}[block {i}]", "exec")
+        exec(code, namespace)  # noqa: S102 - the docs' own examples

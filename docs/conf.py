@@ -1,0 +1,40 @@
+"""Sphinx configuration of the ntkframe documentation (MyST Markdown, furo, autodoc + napoleon)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "plugins"))
+sys.path.insert(0, str(HERE / "_ext"))
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+project = "ntkframe"
+author = "the ntkframe developers"
+copyright = "2026, the ntkframe developers"
+
+extensions = [
+    "myst_parser",
+    "sphinx.ext.autodoc",
+    "sphinx.ext.napoleon",
+    "sphinx.ext.mathjax",
+    "sphinx.ext.viewcode",
+    "ntkframe_docgen",
+]
+source_suffix = {".md": "markdown"}
+myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence", "deflist"]
+myst_heading_anchors = 3
+html_theme = "furo"
+html_title = "ntkframe"
+exclude_patterns = ["_build", "_ext", "figures/README.md"]
+autodoc_member_order = "bysource"
+autodoc_typehints = "description"
+autodoc_mock_imports = ["torch", "jax", "jaxlib", "cupy", "cupyx", "distributed", "dask", "zarr"]
+napoleon_numpy_docstring = True
+napoleon_google_docstring = False
+suppress_warnings = ["myst.header"]
+nitpicky = False
