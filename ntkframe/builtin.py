@@ -51,6 +51,16 @@ def register_kernel_estimators(register):
 
 @hookimpl
 def register_experiments(register):
+    from .experiments.convergence import ResidualConvergence
+    from .experiments.drift import KernelDrift
+    from .experiments.train import Train
+    from .experiments.concentration import KernelConcentration
+    from .experiments.linearisation import Linearisation
     from .experiments.width import WidthConvergence
 
     register("width", WidthConvergence)
+    register("drift", KernelDrift)
+    register("convergence", ResidualConvergence)
+    register("train", Train)
+    register("concentration", KernelConcentration)
+    register("linearisation", Linearisation)

@@ -115,5 +115,6 @@ def test_console_script_runs_quickstart_from_a_subprocess(tmp_path):
     res = subprocess.run([sys.executable, "-m", "ntkframe.cli", "run", str(ROOT / "examples" / "quickstart.toml"),
                           "--out", str(tmp_path / "qs")], capture_output=True, text=True, timeout=300, env=env)
     assert res.returncode == 0, res.stderr
-    assert "4096" in res.stdout
-    assert json.loads((tmp_path / "qs" / "results.json").read_text())["widths"] == [64, 256, 1024, 4096]
+    assert "‖H(t) − H(0)‖₂ vs m" in res.stdout and "2048" in res.stdout
+    assert json.loads((tmp_path / "qs" / "results.json").read_text())["widths"] == [32, 64, 128, 256, 512, 1024, 2048]
+    assert (tmp_path / "qs" / "drift.png").exists()

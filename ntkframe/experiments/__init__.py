@@ -35,7 +35,11 @@ def resolve_config(raw: dict[str, Any], source: str = "<config>") -> tuple[type[
         raise ConfigError(f"{source}: unknown experiment kind {kind!r}; available: "
                           f"{', '.join(registry('experiments').names())}")
     cls = registry("experiments").get(kind)
-    return cls, validate(raw, {**COMMON, **cls.schema}, source)
+    cfg = validate(raw, {**COMMON, **cls.schema}, source)
+    check = getattr(cls, "check_config", None)  # rules that tie keys together (e.g. a fit time among the times)
+    if check is not None:
+        check(cfg, source)
+    return cls, cfg
 
 
 def run_experiment(config_path: str | Path | None, *, backend: str | None = None, device: str | None = None,
