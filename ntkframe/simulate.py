@@ -278,8 +278,10 @@ def simulate(model: Model, loss: Loss, integrator: Integrator, X: Any, y: Any, t
 
     bar = _progress_bar(progress and bool(remaining), t_start, times[-1])
     on_step = None if bar is None else (lambda t: bar.update(t - bar.n))
-    if flow is not None:
+    if flow is not None and remaining:
         path = integrator.integrate(flow, theta, remaining, t0=t_start, state=istate, check=check, on_step=on_step)
+    elif flow is not None:  # resuming a run that already reached every requested time
+        path = iter(())
     else:
         path = ((t, None, {}) for t in remaining)
     last = (t_start, {**frozen, **theta})  # the latest recorded (t, θ(t)): θ_lin(t) under KernelFlow

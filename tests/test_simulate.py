@@ -165,6 +165,9 @@ def test_checkpoint_and_resume_reproduce_the_uninterrupted_run(tmp_path):
         for key in whole.params:
             np.testing.assert_array_equal(resumed.params[key], whole.params[key])
         assert json.loads((ck / "progress.json").read_text())["index"] == len(times) - 1
+        again = nf.simulate(model, nf.MSE(), integrator, X, y, times, resume=ck, **kw)  # already complete
+        for key in whole.arrays:
+            np.testing.assert_array_equal(again.arrays[key], whole.arrays[key], err_msg=key)
 
     ck = tmp_path / "rk4"
     with pytest.raises(FileExistsError, match="already holds a run; pass resume="):
