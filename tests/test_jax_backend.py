@@ -13,10 +13,15 @@ import numpy as np
 import pytest
 
 import ntkframe as nf
+from conftest import REQUIRED
 from helpers import TOL, rel_err, unit_sphere
 
-jax = pytest.importorskip("jax")
-jnp = pytest.importorskip("jax.numpy")
+if "jax" in REQUIRED:  # NTKFRAME_TEST_BACKENDS names jax (as .ci/run does): missing jax is a failure
+    import jax
+    import jax.numpy as jnp
+else:
+    jax = pytest.importorskip("jax")
+    jnp = pytest.importorskip("jax.numpy")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.path.join(ROOT, "plugins"),
@@ -71,7 +76,7 @@ def test_device_strings_and_errors(be):
     gpus = [d for d in type(be).devices() if d.startswith("cuda")]
     missing = [f"cuda:{len(gpus)}"] + ([] if gpus else ["cuda", "gpu"])
     for device in missing:
-        with pytest.raises(nf.BackendUnavailableError, match=r"jax has no CUDA device .*devices present: cpu:0"):
+        with pytest.raises(nf.BackendUnavailableError, match=r"jax has no CUDA device .*devices present: .*cpu:0"):
             nf.get_backend("jax", device=device)
 
 
@@ -154,39 +159,50 @@ def test_small_helpers(be):
 
 
 # -- the structured hot path: equal to NumPy ---------------------------------------------------------
+# Each jax call below compiles (~0.3 s on two cores), so the cases are spread over the models:
+# ALL crosses (trace, X2 given, blocked); A and B together cover every value of each axis.
 
-def _compare_structured(be, nb, model, tol, seed=0):
+ALL = [(trace, given, block) for trace in (False, True) for given in (False, True) for block in (None, 8)]
+A = [(False, False, 8), (True, True, None)]
+B = [(False, True, 8), (True, False, None)]
+
+
+def _compare_structured(be, nb, model, tol, cases, seed=0):
     X1, X2 = unit_sphere(23, model.d, seed + 1), unit_sphere(17, model.d, seed + 2)
     pj, pn = model.init(be, seed), model.init(nb, seed)
-    for trace in (False, True):
-        for Y in (None, X2):
-            ref = nb.jacobian_gram(model, pn, X1, Y, trace=trace)
-            for block_size in (None, 8):
-                H = be.jacobian_gram(model, pj, X1, Y, trace=trace, block_size=block_size)
-                assert str(H.dtype) == be.dtype_name
-                err = rel_err(H, ref)
-                assert err < tol, (model, trace, Y is None, block_size, err)
+    for trace, given, block_size in cases:
+        Y = X2 if given else None
+        ref = nb.jacobian_gram(model, pn, X1, Y, trace=trace)
+        H = be.jacobian_gram(model, pj, X1, Y, trace=trace, block_size=block_size)
+        assert str(H.dtype) == be.dtype_name and H.shape == ref.shape
+        err = rel_err(H, ref)
+        assert err < tol, (model, trace, given, block_size, err)
 
 
-@pytest.mark.parametrize("train,activation", [("both", "softplus"), ("hidden", "gelu"), ("output", "tanh")])
-@pytest.mark.parametrize("outputs", [1, 3])
-def test_two_layer_structured_matches_numpy_float64(be, nb, train, activation, outputs):
+@pytest.mark.parametrize("train,activation,outputs,cases", [
+    ("both", "softplus", 3, ALL), ("both", "softplus", 1, A), ("hidden", "gelu", 3, B), ("hidden", "gelu", 1, A),
+    ("output", "tanh", 3, B), ("output", "relu", 1, A)])
+def test_two_layer_structured_matches_numpy_float64(be, nb, train, activation, outputs, cases):
     model = nf.TwoLayerNet(d=5, m=48, activation=activation, train=train, outputs=outputs)
-    _compare_structured(be, nb, model, TOL["float64"])
+    _compare_structured(be, nb, model, TOL["float64"], cases)
 
 
-@pytest.mark.parametrize("train", ["both", "hidden"])
-@pytest.mark.parametrize("outputs", [1, 3])
-def test_two_layer_structured_matches_numpy_float32(be32, nb, train, outputs):
+@pytest.mark.parametrize("train,outputs,cases", [("both", 3, A + B), ("hidden", 1, A)])
+def test_two_layer_structured_matches_numpy_float32(be32, nb, train, outputs, cases):
     model = nf.TwoLayerNet(d=5, m=48, activation="erf", train=train, outputs=outputs)
-    _compare_structured(be32, nb, model, TOL["float32"])
+    _compare_structured(be32, nb, model, TOL["float32"], cases)
 
 
-@pytest.mark.parametrize("activation,outputs,bias", [("relu", 1, True), ("tanh", 2, True), ("erf", 2, False)])
-def test_mlp_structured_matches_numpy(be, be32, nb, activation, outputs, bias):
+@pytest.mark.parametrize("activation,outputs,bias,cases", [("relu", 1, True, A), ("tanh", 2, True, ALL),
+                                                           ("erf", 2, False, B)])
+def test_mlp_structured_matches_numpy_float64(be, nb, activation, outputs, bias, cases):
     model = nf.MLP(d=6, widths=[24, 16], activation=activation, outputs=outputs, bias=bias)
-    _compare_structured(be, nb, model, TOL["float64"], seed=3)
-    _compare_structured(be32, nb, model, TOL["float32"], seed=3)
+    _compare_structured(be, nb, model, TOL["float64"], cases, seed=3)
+
+
+def test_mlp_structured_matches_numpy_float32(be32, nb):
+    model = nf.MLP(d=6, widths=[24, 16], activation="tanh", outputs=2)
+    _compare_structured(be32, nb, model, TOL["float32"], A, seed=3)
 
 
 def test_structured_path_is_jitted_once_and_has_no_loop_over_samples(be):
@@ -202,6 +218,20 @@ def test_structured_path_is_jitted_once_and_has_no_loop_over_samples(be):
     sizes = [len(jax.make_jaxpr(fns["whole"].__wrapped__)(params, be.asarray(unit_sphere(n, 4, 0)), None).eqns)
              for n in (3, 40)]
     assert sizes[0] == sizes[1]
+
+
+def test_symmetric_gram_by_upper_blocks_is_exact(monkeypatch, nb):
+    import ntkframe_jax.backend as jb
+
+    monkeypatch.setattr(jb, "SYMMETRIC_MIN_ROWS", 4)  # recurse already at 8 rows (normally 512)
+    be = nf.get_backend("jax")  # a fresh backend: nothing compiled with the normal threshold
+    A = np.random.default_rng(0).standard_normal((23, 6))
+    G = be.gram(be.asarray(A))
+    np.testing.assert_allclose(nf.to_numpy(G), A @ A.T, rtol=1e-13, atol=1e-13)
+    model = nf.TwoLayerNet(d=5, m=24, activation="softplus", outputs=2)
+    X = unit_sphere(23, 5, 0)
+    H = be.jacobian_gram(model, model.init(be, 0), X)
+    assert rel_err(H, nb.jacobian_gram(model, model.init(nb, 0), X)) < TOL["float64"]
 
 
 def test_block_size_auto_and_bad_values(be, nb):
@@ -228,31 +258,33 @@ def nf_jax():
 
 # -- generic autodiff paths -----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("model", [
-    nf.TwoLayerNet(d=5, m=32, activation="softplus", train="hidden", outputs=3),
-    nf.TwoLayerNet(d=5, m=32, activation="tanh", train="both"),
-    nf.MLP(d=5, widths=[16, 12], activation="gelu", outputs=2),
+GENERIC = [(impl, *case) for impl in IMPLS for case in ALL]  # (implementation, trace, X2 given, blocked)
+
+
+@pytest.mark.parametrize("model,cases", [
+    (nf.TwoLayerNet(d=5, m=32, activation="softplus", train="hidden", outputs=3), GENERIC[0::3]),
+    (nf.TwoLayerNet(d=5, m=32, activation="tanh", train="both"), GENERIC[1::3]),
+    (nf.MLP(d=5, widths=[16, 12], activation="gelu", outputs=2), GENERIC[2::3]),
 ], ids=["two_layer_hidden_k3", "two_layer_both_k1", "mlp_k2"])
-def test_generic_paths_match_structured(be, model):
+def test_generic_paths_match_structured(be, nb, model, cases):
+    """Against the structured path on NumPy (equal to jax's own structured path, tested above)."""
     X1, X2 = unit_sphere(13, 5, 1), unit_sphere(9, 5, 2)
-    params = model.init(be, 0)
-    for trace in (False, True):
-        for Y in (None, X2):
-            ref = be.jacobian_gram(model, params, X1, Y, trace=trace)
-            for impl in IMPLS:
-                for block_size in (None, 5):
-                    H = be.generic_jacobian_gram(model, params, X1, Y, implementation=impl, trace=trace,
-                                                 block_size=block_size)
-                    err = rel_err(H, ref)
-                    assert err < TOL["float64"], (impl, trace, Y is None, block_size, err)
+    params, pn = model.init(be, 0), model.init(nb, 0)
+    for impl, trace, given, block_size in cases:
+        Y = X2 if given else None
+        ref = nb.jacobian_gram(model, pn, X1, Y, trace=trace)
+        H = be.generic_jacobian_gram(model, params, X1, Y, implementation=impl, trace=trace,
+                                     block_size=block_size and 5)
+        err = rel_err(H, ref)
+        assert err < TOL["float64"], (impl, trace, given, block_size, err)
 
 
 def tanh_mlp(params, X):
     """A hand-written two-hidden-layer tanh network with a nested pytree of parameters."""
     h = X
     for W, b in params["hidden"]:
-        h = jnp.tanh(h @ W.T / np.sqrt(W.shape[1]) + b)
-    return h @ params["head"]["W"].T / np.sqrt(h.shape[1])
+        h = jnp.tanh(h @ W.T / W.shape[1] ** 0.5 + b)
+    return h @ params["head"]["W"].T / h.shape[1] ** 0.5
 
 
 def _tanh_params(k, seed=0):
@@ -262,44 +294,46 @@ def _tanh_params(k, seed=0):
             "head": {"W": rng.standard_normal((k, 6))}}
 
 
-def _explicit_kernel(fn, params, X1, X2, trace):
-    """J from jax.jacfwd of the flattened parameters, then J₁J₂ᵀ per output pair."""
+def _explicit_jacobian(fn, params, X):
+    """J[n, c, p] from jax.jacfwd with respect to the flattened parameters (ravel_pytree)."""
     from jax.flatten_util import ravel_pytree
 
     flat, unravel = ravel_pytree(params)
+    J = jax.jit(jax.jacfwd(lambda v, X: fn(unravel(v), X)))(flat, X)
+    return np.asarray(J).reshape(X.shape[0], -1, flat.size)
 
-    def jac(X):
-        J = jax.jacfwd(lambda v: fn(unravel(v), X))(flat)
-        return np.asarray(J).reshape(X.shape[0], -1, flat.size)
 
-    J1, J2 = jac(X1), jac(X2)
+def _kernel(J1, J2, trace):
+    """J₁J₂ᵀ per output pair: (N1, N2) for one output or the mean of the diagonal, else (N1, N2, k, k)."""
     H = np.einsum("ncp,mdp->nmcd", J1, J2)
     if H.shape[2] == 1:
         return H[:, :, 0, 0]
     return np.einsum("nmcc->nm", H) / H.shape[2] if trace else H
 
 
-@pytest.mark.parametrize("k", [1, 3])
-def test_generic_paths_match_explicit_jacobian_of_a_custom_tanh_mlp(be, k):
+@pytest.mark.parametrize("k,cases", [(3, GENERIC[0::2] + [("auto", False, True, 8), ("auto", True, False, None)]),
+                                     (1, [("jacobian_contraction", False, True, None), ("ntk_vector_products", False,
+                                          False, 8), ("auto", False, False, None)])])
+def test_generic_paths_match_explicit_jacobian_of_a_custom_tanh_mlp(be, k, cases):
     params = be.params_on_device(_tanh_params(k))
     X1 = be.asarray(unit_sphere(11, 3, 1))
     X2 = be.asarray(unit_sphere(7, 3, 2))
-    for trace in (False, True):
-        for Y in (None, X2):
-            ref = _explicit_kernel(tanh_mlp, params, X1, X1 if Y is None else Y, trace)
-            for impl in IMPLS + ("auto",):
-                for block_size in (None, 4):
-                    H = nf.empirical_ntk(tanh_mlp, params, X1, Y, backend=be, implementation=impl, trace=trace,
-                                         block_size=block_size)
-                    assert H.shape == ref.shape
-                    err = rel_err(H, ref)
-                    assert err < TOL["float64"], (impl, trace, Y is None, block_size, err)
+    J1, J2 = _explicit_jacobian(tanh_mlp, params, X1), _explicit_jacobian(tanh_mlp, params, X2)
+    for impl, trace, given, block_size in cases:
+        Y = X2 if given else None
+        ref = _kernel(J1, J2 if given else J1, trace)
+        H = nf.empirical_ntk(tanh_mlp, params, X1, Y, backend=be, implementation=impl, trace=trace,
+                             block_size=block_size and 4)
+        assert H.shape == ref.shape
+        err = rel_err(H, ref)
+        assert err < TOL["float64"], (impl, trace, given, block_size, err)
 
 
 def test_generic_float32_and_numpy_params(be32):
     params = _tanh_params(2, seed=4)  # NumPy leaves: moved to the device and cast
     X = unit_sphere(9, 3, 5)
-    ref = _explicit_kernel(tanh_mlp, be32.params_on_device(params), be32.asarray(X), be32.asarray(X), False)
+    J = _explicit_jacobian(tanh_mlp, be32.params_on_device(params), be32.asarray(X))
+    ref = _kernel(J, J, False)
     for impl in IMPLS:
         H = be32.generic_jacobian_gram(tanh_mlp, params, X, implementation=impl)
         assert H.dtype == "float32" and rel_err(H, ref) < TOL["float32"]

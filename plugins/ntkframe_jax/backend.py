@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ntkframe.backend import Backend, combine_blocks
+from ntkframe.backend import MEMORY_FRACTION, Backend, combine_blocks
 from ntkframe.errors import BackendUnavailableError
 
 #: frameworks whose arrays the JAX backend refuses (never a silent copy between frameworks)
@@ -62,10 +62,15 @@ def _freeze(value: Any) -> Any:
 def model_key(model: Any) -> tuple:
     """Identify a model's traced computation: its class, its frozen ``config()`` and its
     activation object (two custom activations with one name must not share a compiled function).
-    Models whose config cannot be frozen are keyed by identity."""
+    Models whose config cannot be frozen are keyed by the object itself."""
     try:
         return (type(model), _freeze(model.config()), getattr(model, "activation", None))
     except Exception:  # noqa: BLE001 - any un-hashable or unimplemented config falls back to identity
+        pass
+    try:
+        hash(model)
+        return (type(model), "object", model)  # holds the model, so its id cannot be reused
+    except TypeError:
         return (type(model), "id", id(model))
 
 
@@ -160,7 +165,7 @@ class JaxBackend(Backend):
         else:
             gpus = _gpu_devices(jax)
             if self.device_index >= len(gpus):
-                present = ", ".join(f"{d.platform}:{d.id}" for d in jax.devices()) or "none"
+                present = _describe_devices([*jax.devices("cpu"), *gpus])
                 hint = "" if gpus else " (install a CUDA build of jax: pip install 'jax[cuda12]')"
                 raise BackendUnavailableError(
                     f"jax has no CUDA device {self.device!r}: it sees {len(gpus)} GPU(s); devices present: "
@@ -221,6 +226,19 @@ class JaxBackend(Backend):
     def permute(self, x: Any, axes: tuple[int, ...]) -> Any:
         return self.xp.transpose(x, axes)
 
+    def gram(self, A: Any, B: Any | None = None) -> Any:
+        """A Bᵀ; for the symmetric A Aᵀ only the blocks on and above the diagonal are multiplied.
+
+        XLA has no symmetric rank-k update (BLAS syrk), so A Aᵀ would cost a full GEMM.  Split
+        A = [A₁; A₂]: A Aᵀ = [[A₁A₁ᵀ, A₁A₂ᵀ], [(A₁A₂ᵀ)ᵀ, A₂A₂ᵀ]], recursively on the diagonal
+        blocks while they have at least :data:`SYMMETRIC_MIN_ROWS` rows: 5/8 of the flops for
+        N = 4·SYMMETRIC_MIN_ROWS, tending to 1/2.  Shapes are static under jit, so the recursion
+        unrolls at trace time into plain GEMMs.
+        """
+        if B is not None:
+            return A @ B.T
+        return _symmetric_gram(self.xp, A)
+
     def set_block(self, out: Any, rows: slice, cols: slice, value: Any) -> Any:
         """A copy of ``out`` with ``out[rows, cols] = value`` (functional: ``out`` is unchanged)."""
         return out.at[rows, cols].set(value)
@@ -251,8 +269,6 @@ class JaxBackend(Backend):
                 stats = {}
             limit = stats.get("bytes_limit")
             if limit:
-                from ntkframe.backend import MEMORY_FRACTION
-
                 return int(MEMORY_FRACTION * max(0, limit - stats.get("bytes_in_use", 0)))
         return super().memory_budget()
 
@@ -307,39 +323,110 @@ class JaxBackend(Backend):
         else:
             H = self.fill_tiles(
                 n1, n2, b, symmetric, k,
-                row=lambda i0, i1: fns["factors"](params, X1[i0:i1]),
-                tile=lambda Fi, j0, j1: fns["tile"](Fi, params, X2c[j0:j1]),
+                row=lambda i0, bi: fns["factors"](params, X1, i0, bi),
+                tile=lambda Fi, j0, bj: fns["tile"](Fi, params, X2c, j0, bj),
                 diag=lambda Fi: fns["combine"](Fi, None),
             )
         return self._remember(H)
 
+    def generic_jacobian_gram(self, model: Any, params: Any, X1: Any, X2: Any | None = None, *,
+                              implementation: str = "auto", block_size: int | str | None = None,
+                              trace: bool = False) -> Any:
+        """The empirical NTK H(X1, X2) = J(X1) J(X2)ᵀ of any JAX-traceable model, by autodiff.
+
+        ``model`` is a pure function ``f(params, X)`` — ``params`` any pytree of floating arrays
+        (every leaf is moved to this backend's device and cast to its dtype), ``X`` a batch
+        (N, ...) — returning (N,) or (N, k) (more axes are flattened into k), treating samples
+        independently (no batch statistics); or an ntkframe :class:`~ntkframe.models.Model`,
+        differentiated through ``model.apply`` with respect to its ``trainable`` groups only.
+        ``X2=None`` means H(X1, X1).  Result: (N1, N2) for one output or with ``trace=True``
+        (the mean over outputs, (1/k) Σ_c J_c(X1) J_c(X2)ᵀ), else (N1, N2, k, k) with
+        H[i, j, c, c'] = ∂f_c(x_i)/∂θ · ∂f_c'(x'_j)/∂θ; a jax array on this backend's device.
+
+        ``implementation`` (``ntkframe.IMPLEMENTATIONS``):
+
+        - ``"jacobian_contraction"``: per-sample Jacobians (``vmap(jacrev)``), then one GEMM per
+          parameter leaf.  Time ≈ (N1+N2)·k·[FP] + N1·N2·k·P·(k, or 1 with ``trace``), memory
+          2·b·k·P.  Wins with few outputs (or ``trace``), and when a sample's forward pass costs
+          more than k·P flops (weight sharing: convolutions), since the contraction is one large,
+          efficient GEMM.
+        - ``"ntk_vector_products"``: VJPs of single inputs then JVPs over X1, ``vmap``-ed; never
+          forms the Jacobian.  Time ≈ N1·N2·k·[FP], memory b·k·P + b²·k·(activations).  Wins
+          when k·P exceeds [FP]: many outputs with the full (N1, N2, k, k) kernel of a dense net.
+        - ``"structured"``: the model's Jacobian factors (:meth:`jacobian_gram`); ntkframe
+          models only, and always the fastest for them.
+        - ``"auto"``: ``"structured"`` for a structured ntkframe model; otherwise both generic
+          algorithms are lowered for the (tile) shapes and XLA's cost analysis picks the one with
+          fewer flops (ties: ``"jacobian_contraction"``).
+
+        ``block_size=b`` computes b × b tiles, so only the Jacobians (or tangents) of 2b inputs
+        are alive at once; ``"auto"`` picks b from :meth:`memory_budget`.  Every piece is jitted
+        and cached per (function, trace); a new lambda each call means a new compilation.
+        """
+        from .generic import generic_jacobian_gram
+
+        return generic_jacobian_gram(self, model, params, X1, X2, implementation=implementation,
+                                     block_size=block_size, trace=trace)
+
     def fill_tiles(self, n1: int, n2: int, b: int, symmetric: bool, k: int, *,
                    row: Callable[[int, int], Any], tile: Callable[[Any, int, int], Any],
                    diag: Callable[[Any], Any]) -> Any:
-        """Assemble an (N1, N2) or (N1, N2, k, k) kernel from b × b tiles.
+        """Assemble an (N1, N2) or (N1, N2, k, k) kernel from tiles of bi × bj = min(b, N1) × min(b, N2).
 
-        ``row(i0, i1)`` prepares what rows i0:i1 need (their factors or Jacobians, kept for the
-        whole row of tiles); ``tile(R, j0, j1)`` is the tile against columns j0:j1;
-        ``diag(R)`` the symmetric diagonal tile.  With ``symmetric`` only tiles j ≥ i are
-        computed and each is mirrored (transposed; the output axes swapped for k > 1).
-        Tiles are written into a donated buffer, so the result is never copied.
+        ``row(i0, bi)`` prepares what rows i0:i0+bi need (their factors or Jacobians, kept for
+        the whole row of tiles); ``tile(R, j0, bj)`` is the tile against columns j0:j0+bj;
+        ``diag(R)`` the symmetric diagonal tile.  All tiles have one shape, so each compiled
+        piece compiles once: the last block of an axis starts at N − b and overlaps the one
+        before (:func:`block_starts`), rewriting a few entries with the same values.  With
+        ``symmetric`` only tiles j ≥ i are computed and each is also written mirrored (transposed;
+        output axes swapped for k > 1).  Tiles go into a donated buffer: the result is never copied.
         """
         shape = (n1, n2) if k == 1 else (n1, n2, k, k)
+        bi, bj = min(b, n1), min(b, n2)
         out = self.zeros(shape)
-        for i0 in range(0, n1, b):
-            i1 = min(i0 + b, n1)
-            R = row(i0, i1)
-            for j0 in range(0, n2, b):
+        for i0 in block_starts(n1, bi):
+            R = row(i0, bi)
+            for j0 in block_starts(n2, bj):
                 if symmetric and j0 < i0:
                     continue
-                j1 = min(j0 + b, n2)
-                T = diag(R) if symmetric and j0 == i0 else tile(R, j0, j1)
-                out = self._update(out, T, i0, j0, symmetric and j0 != i0)
+                T = diag(R) if symmetric and j0 == i0 else tile(R, j0, bj)
+                out = self._update(out, T, i0, j0, symmetric)
         return out
 
 
+#: diagonal blocks of a symmetric Gram with fewer rows are multiplied in full (GEMM efficiency)
+SYMMETRIC_MIN_ROWS = 256
+
+
+def _symmetric_gram(jnp: Any, A: Any) -> Any:
+    n = A.shape[0]
+    if n < 2 * SYMMETRIC_MIN_ROWS:
+        return A @ A.T
+    h = (n // 2) // 8 * 8 or n // 2  # a multiple of 8 keeps GEMM tiles aligned
+    A1, A2 = A[:h], A[h:]
+    G12 = A1 @ A2.T
+    return jnp.concatenate([jnp.concatenate([_symmetric_gram(jnp, A1), G12], axis=1),
+                            jnp.concatenate([G12.T, _symmetric_gram(jnp, A2)], axis=1)], axis=0)
+
+
+def block_starts(n: int, b: int) -> list[int]:
+    """Starts of blocks of b ≤ n rows covering 0..n−1: 0, b, 2b, ..., and n − b last."""
+    starts = list(range(0, n - b + 1, b))
+    if starts[-1] + b < n:
+        starts.append(n - b)
+    return starts
+
+
+def rows_at(X: Any, i0: Any, b: int) -> Any:
+    """X[i0:i0+b] for a traced start i0 (one compiled tile for every position)."""
+    from jax import lax
+
+    return lax.dynamic_slice_in_dim(X, i0, b, axis=0)
+
+
 def _update_tile(out: Any, tile: Any, i0: Any, j0: Any, mirror: bool) -> Any:
-    """out[i0:, j0:] = tile (and out[j0:, i0:] = tileᵀ when ``mirror``), in place under jit."""
+    """out[i0:, j0:] = tile, and with ``mirror`` also out[j0:, i0:] = tileᵀ (a diagonal tile of a
+    symmetric kernel is its own mirror image); in place under jit with ``out`` donated."""
     from jax import lax
 
     zeros = (0,) * (out.ndim - 2)
@@ -354,8 +441,9 @@ def _structured_functions(be: JaxBackend, model: Any, trace: bool) -> dict[str, 
     """The jitted pieces of the structured hot path for one model and ``trace``.
 
     whole(params, X1, X2|None): factors of both sides and their contraction, one executable;
-    factors(params, X): the list of GramBlocks of rows X; tile(F1, params, X2): the contraction
-    of precomputed row factors against the factors of X2; combine(F1, None): a symmetric tile.
+    factors(params, X, i0, b): the GramBlocks of rows i0:i0+b of X; tile(F1, params, X2, j0, b):
+    precomputed row factors against the factors of rows j0:j0+b of X2; combine(F1, None): a
+    symmetric tile.  Start indices are traced, block sizes static: one executable per tile shape.
     """
     jax = be._jax
     k = model.outputs
@@ -368,13 +456,16 @@ def _structured_functions(be: JaxBackend, model: Any, trace: bool) -> dict[str, 
         F2 = None if X2 is None else factors(params, X2)
         return combine_blocks(be, F1, F2, k, trace)
 
-    def tile(F1: list, params: dict, X2: Any) -> Any:
-        return combine_blocks(be, F1, factors(params, X2), k, trace)
+    def row(params: dict, X: Any, i0: Any, b: int) -> list:
+        return factors(params, rows_at(X, i0, b))
+
+    def tile(F1: list, params: dict, X2: Any, j0: Any, b: int) -> Any:
+        return combine_blocks(be, F1, factors(params, rows_at(X2, j0, b)), k, trace)
 
     return {
         "whole": jax.jit(whole),
-        "factors": jax.jit(factors),
-        "tile": jax.jit(tile),
+        "factors": jax.jit(row, static_argnums=3),
+        "tile": jax.jit(tile, static_argnums=4),
         "combine": jax.jit(lambda F1, F2: combine_blocks(be, F1, F2, k, trace)),
     }
 
@@ -391,7 +482,9 @@ def _gpu_devices(jax: Any) -> list:
 
 
 def _describe_devices(devs: Any) -> str:
-    return ", ".join(f"{d.platform}:{d.id}" for d in sorted(devs, key=lambda d: d.id))
+    """ntkframe's names for jax devices: "cpu:0", "cuda:1" (jax's platform "gpu" is CUDA here)."""
+    names = [f"{'cpu' if d.platform == 'cpu' else 'cuda'}:{d.id}" for d in devs]
+    return ", ".join(sorted(names))
 
 
 def n_params(jax: Any, params: Any) -> int:
