@@ -162,6 +162,11 @@ class Backend:
         out = fn(z)
         return out if isinstance(out, tuple) else (out,)
 
+    def compile(self, fn: Any) -> Any:
+        """``fn`` compiled for this backend where that pays (JAX: ``jax.jit``); else ``fn`` itself.
+        ``fn`` must be a pure function of its array (pytree) arguments."""
+        return fn
+
     def activation_joint(self, act: Any, z: Any, dscale: Any | None = None) -> tuple[Any, Any]:
         """(σ(z), σ'(z)·dscale) elementwise; ``dscale`` (a row vector, e.g. the output weights a)
         is folded into the derivative so the hot path needs no extra pass over the N × m matrix."""

@@ -50,15 +50,20 @@ class GradientFlow:
         self.scale = -1.0 / X.shape[0]
         self.last_loss: Any = None
         self.evaluations = 0
+        # compiled once where the backend compiles (JAX: jax.jit); plain call elsewhere
+        self._evaluate = backend.compile(self._loss_and_grad)
+
+    def _loss_and_grad(self, theta: dict, frozen: dict, X: Any, y: Any) -> tuple[Any, dict]:
+        params = {**frozen, **theta}
+        # one forward pass for the loss and the gradient; X was validated once by simulate()
+        f, grads = self.model.forward_backward(params, X, lambda out: self.loss.grad(out, y),
+                                               backend=self.be, check=False)
+        return self.loss.value(f, y), {k: grads[k] * self.scale for k in theta}
 
     def __call__(self, t: float, theta: dict) -> dict:
-        params = {**self.frozen, **theta}
-        # one forward pass for the loss and the gradient; X was validated once by simulate()
-        f, grads = self.model.forward_backward(params, self.X, lambda out: self.loss.grad(out, self.y),
-                                               backend=self.be, check=False)
-        self.last_loss = self.loss.value(f, self.y)
+        self.last_loss, grads = self._evaluate(theta, self.frozen, self.X, self.y)
         self.evaluations += 1
-        return {k: grads[k] * self.scale for k in theta}
+        return grads
 
 
 class Trajectory:

@@ -243,6 +243,12 @@ class JaxBackend(Backend):
         """A copy of ``out`` with ``out[rows, cols] = value`` (functional: ``out`` is unchanged)."""
         return out.at[rows, cols].set(value)
 
+    def compile(self, fn: Any) -> Any:
+        """``jax.jit(fn)``: gradient-flow evaluations run as one compiled XLA program."""
+        import jax
+
+        return jax.jit(fn)
+
     def sync(self, x: Any = None) -> Any:
         """Block until ``x`` (any pytree of arrays) — or, without it, the last kernel this backend
         returned — is computed (``jax.block_until_ready``); returns ``x``."""

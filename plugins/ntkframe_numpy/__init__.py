@@ -16,8 +16,9 @@ import numpy as np
 from ntkframe import hookimpl
 from ntkframe.backend import Backend
 
-#: arrays smaller than this run their elementwise work on the calling thread
-_THREAD_MIN = 1 << 16
+#: arrays smaller than this run their elementwise work on the calling thread (below ~1M elements
+#: the hand-off costs more than it saves, and competes with OpenBLAS threads still spinning)
+_THREAD_MIN = 1 << 20
 _pool: ThreadPoolExecutor | None = None
 
 
