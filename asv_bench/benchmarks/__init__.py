@@ -1,0 +1,1 @@
+"""asv benchmarks of ntkframe: every backend x size (see docs/benchmarks.md)."""

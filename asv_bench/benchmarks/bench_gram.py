@@ -1,0 +1,111 @@
+"""Benchmarks of the hot path ``Backend.jacobian_gram``: time, host and device memory, GEMM-floor fraction.
+
+Models: the two-layer softplus net with both layers trained (sizes "N x d x m") and a 3-layer MLP
+(two hidden layers of the given width, relu, bias; sizes "N x d x width"), each symmetric H(X, X)
+and not H(X1, X2), float64 and float32.  The largest two-layer size, N=2048, d=128, m=8192, is
+the one issue 6's targets are stated at.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ntkframe as nf
+
+from .common import (CUDA_BACKENDS, BackendBenchmark, device_peak_bytes, grid, median_times, parse_size,
+                     select_backends, sphere, two_layer_floor)
+
+TWO_LAYER_SIZES = grid(["128x16x512", "512x64x2048", "1024x64x4096", "2048x128x8192"], ["64x8x256"])
+MLP_SIZES = grid(["64x16x128", "256x64x1024", "256x64x2048", "1024x64x2048"], ["32x8x64"])
+SYMMETRIC = [True, False]
+DTYPES = grid(["float64", "float32"], ["float64"])
+PARAM_NAMES = ["backend", "size", "symmetric", "dtype"]
+
+
+class GramSetup(BackendBenchmark):
+    """Builds the backend, model, parameters and inputs (on the device) and warms the Gram up."""
+
+    def make_model(self, d: int, width: int) -> Any:
+        raise NotImplementedError
+
+    def setup(self, backend: str, size: str, symmetric: bool, dtype: str) -> None:
+        self.setup_backend(backend, dtype)
+        n, d, width = parse_size(size)
+        self.n, self.d, self.width = n, d, width
+        self.model = self.make_model(d, width)
+        self.params = self.model.init(self.be, seed=0)
+        self.X1 = self.be.asarray(sphere(n, d, seed=1))
+        self.X2 = None if symmetric else self.be.asarray(sphere(n, d, seed=2))
+        self.warm_up(self.gram)
+
+    def gram(self) -> Any:
+        return self.be.jacobian_gram(self.model, self.params, self.X1, self.X2)
+
+
+class TwoLayerSetup(GramSetup):
+    def make_model(self, d: int, width: int) -> Any:
+        return nf.TwoLayerNet(d=d, m=width, activation="softplus", train="both")
+
+
+class TimeTwoLayerGram(TwoLayerSetup):
+    """Two-layer softplus net, train="both": ``jacobian_gram`` time and peak host memory."""
+
+    params = [select_backends(), TWO_LAYER_SIZES, SYMMETRIC, DTYPES]
+    param_names = PARAM_NAMES
+
+    def time_gram(self, backend: str, size: str, symmetric: bool, dtype: str) -> None:
+        self.sync(self.gram())
+
+    def peakmem_gram(self, backend: str, size: str, symmetric: bool, dtype: str) -> None:
+        self.sync(self.gram())
+
+
+class TimeMLPGram(GramSetup):
+    """3-layer MLP (relu, two hidden layers of equal width, bias): ``jacobian_gram`` time and memory."""
+
+    params = [select_backends(), MLP_SIZES, SYMMETRIC, DTYPES]
+    param_names = PARAM_NAMES
+
+    def make_model(self, d: int, width: int) -> Any:
+        return nf.MLP(d=d, widths=[width, width], activation="relu")
+
+    def time_gram(self, backend: str, size: str, symmetric: bool, dtype: str) -> None:
+        self.sync(self.gram())
+
+    def peakmem_gram(self, backend: str, size: str, symmetric: bool, dtype: str) -> None:
+        self.sync(self.gram())
+
+
+class GemmFloorFraction(TwoLayerSetup):
+    """Fraction of the in-process GEMM floor the two-layer Gram reaches (1.0 = as fast as the GEMMs).
+
+    Floor: the same library's time for X Wᵀ plus two S Sᵀ with S of shape (N, m) (symmetric), or
+    X₁Wᵀ, X₂Wᵀ and two S₁S₂ᵀ (not symmetric), measured in this process, interleaved with the Gram
+    (median of both).  Issue 6's target: ≥ 0.85 at 2048x128x8192 symmetric on the CPU backends.
+    """
+
+    params = [select_backends(), TWO_LAYER_SIZES, SYMMETRIC, DTYPES]
+    param_names = PARAM_NAMES
+    unit = "fraction of GEMM floor"
+
+    def setup(self, backend: str, size: str, symmetric: bool, dtype: str) -> None:
+        super().setup(backend, size, symmetric, dtype)
+        self.floor = two_layer_floor(self.be, self.n, self.d, self.width, symmetric)
+        self.warm_up(self.floor)
+
+    def track_gemm_fraction(self, backend: str, size: str, symmetric: bool, dtype: str) -> float:
+        (probe,) = median_times([lambda: self.sync(self.gram())], 1)
+        repeats = 3 if self.n <= 64 else max(5, min(50, int(1.0 / max(probe, 1e-4))))
+        t_gram, t_floor = median_times([lambda: self.sync(self.gram()), self.floor], repeats)
+        return t_floor / t_gram
+
+
+class GpuPeakBytes(TwoLayerSetup):
+    """Peak device memory of the two-layer Gram on CUDA backends (asv's ``peakmem_`` sees the host only)."""
+
+    params = [select_backends(CUDA_BACKENDS), TWO_LAYER_SIZES, SYMMETRIC, DTYPES]
+    param_names = PARAM_NAMES
+    unit = "bytes"
+
+    def track_gpu_peak_bytes(self, backend: str, size: str, symmetric: bool, dtype: str) -> float:
+        return device_peak_bytes(self.be, self.gram)
