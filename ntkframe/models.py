@@ -401,7 +401,9 @@ class MLP(Model):
             if self.bias:
                 blocks.append(GramBlock(f"b{l}", G, None, cb * cb))
             if l > 1:
-                G = ((G @ params[f"W{l}"]) * c) * Ds[l - 1][:, None, :]
+                # (N, k, n_l) @ (n_l, n_{l-1}) as one 2-D GEMM: a batched 3-D matmul runs N small products
+                n, k = G.shape[0], G.shape[1]
+                G = ((G.reshape(n * k, -1) @ params[f"W{l}"]).reshape(n, k, -1) * c) * Ds[l - 1][:, None, :]
         return blocks
 
     def factor_bytes_per_row(self, itemsize: int, k: int) -> int:
