@@ -168,12 +168,25 @@ def test_elementwise_and_gram_match_numpy(tbe):
     for fn in ("erf", "relu", "step"):
         assert rel_err(getattr(tbe, fn)(tbe.asarray(Z)), getattr(nbe, fn)(Z)) < 1e-15
     assert tuple(tbe.permute(tbe.zeros((1, 2, 3, 4)), (0, 2, 1, 3)).shape) == (1, 3, 2, 4)
-    for n in (30, 700, 1100):  # small: one GEMM; from 512 rows: triangular tiles
+    for n in (30, 700, 1100):  # small: one GEMM; from 1024 rows: triangular tiles
         A = rng.standard_normal((n, 40))
         G = tbe.gram(tbe.asarray(A))
         assert rel_err(G, A @ A.T) < 1e-14
     B = rng.standard_normal((9, 40))
     assert rel_err(tbe.gram(tbe.asarray(A), tbe.asarray(B)), A @ B.T) < 1e-14
+
+
+def test_map_rows_in_chunks_equals_whole_array(tbe):
+    from ntkframe_torch.backend import MAP_CHUNK
+
+    z = tbe.asarray(np.random.default_rng(0).standard_normal((8 * MAP_CHUNK // 300 + 7, 300)) * 4)
+    for name in ("softplus", "gelu", "relu"):
+        act = nf.get_activation(name)
+        chunked = tbe.map_rows(lambda t: act.value_and_derivative(tbe, t), z, 2)
+        whole = act.value_and_derivative(tbe, z)
+        assert all(torch.allclose(a, b, rtol=1e-15, atol=0) for a, b in zip(chunked, whole))
+        (v,) = tbe.map_rows(lambda t: act.value(tbe, t), z, 1)
+        assert torch.allclose(v, act.value(tbe, z), rtol=1e-15, atol=0)
 
 
 # -- the structured hot path against NumPy ---------------------------------------------------------
@@ -401,9 +414,16 @@ def test_auto_choice_follows_the_memory_budget(tbe, monkeypatch):
     params = tanh_params()
     X = unit_sphere(8, 3, 0)
     chosen = []
-    for name in GENERIC:
+    def spy(name):
         orig = getattr(generic, f"_{name}")
-        monkeypatch.setattr(generic, f"_{name}", lambda be, prob, trace, o=orig, n=name: (chosen.append(n), o(be, prob, trace))[1])
+
+        def wrapped(be, prob, trace):
+            chosen.append(name)
+            return orig(be, prob, trace)
+        return wrapped
+
+    for name in GENERIC:
+        monkeypatch.setattr(generic, f"_{name}", spy(name))
     ref = tbe.generic_jacobian_gram(tanh_mlp, params, X, implementation="auto")
     assert chosen[-1] == "jacobian_contraction"
     monkeypatch.setattr(tbe, "memory_budget", lambda: 4096)  # the Jacobians no longer fit
@@ -442,6 +462,10 @@ def test_generic_errors_name_what_is_allowed(tbe):
         tbe.generic_jacobian_gram(tanh_mlp, params, X, unit_sphere(2, 4, 0))
     with pytest.raises(TypeError, match="jax array"):
         tbe.generic_jacobian_gram(tanh_mlp, params, FakeForeignArray(X))
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Dropout(0.5), torch.nn.Linear(4, 1)).double()
+    with pytest.raises(ValueError, match=r"training mode .* call module.eval\(\) first"):
+        tbe.generic_jacobian_gram(net, None, X)
+    assert tuple(tbe.generic_jacobian_gram(net.eval(), None, X).shape) == (3, 3)
     model = nf.TwoLayerNet(d=3, m=8)
     with pytest.raises(ValueError, match="expects d=3"):
         tbe.generic_jacobian_gram(model, model.init(tbe), unit_sphere(2, 4, 0))
