@@ -30,7 +30,10 @@ myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence", "deflist"]
 myst_heading_anchors = 3
 html_theme = "furo"
 html_title = "ntkframe"
-exclude_patterns = ["_build", "_ext", "figures/README.md"]
+smartquotes = False  # keep --out, "float64" and 'a' as typed
+# figures/<variant>/summary.md and report.md are outputs of make_figures.py: the tutorials
+# {include} the summaries; neither is a page of its own
+exclude_patterns = ["_build", "_ext", "figures"]
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
 autodoc_mock_imports = ["torch", "jax", "jaxlib", "cupy", "cupyx", "distributed", "dask", "zarr"]

@@ -191,6 +191,7 @@ def load(path: str | Path, y_path: str | Path | None = None, *, label_column: in
     * ``.npy`` with X, and ``y_path`` (``.npy`` or ``.csv``) with y;
     * ``.csv`` (a header row is skipped): with ``y_path``, X is the whole table; without, column
       ``label_column`` (default the last) is y and the rest is X.
+
     ``normalize=True`` puts the inputs on the unit sphere (the two-layer net's expectation).
     """
     path = Path(path)

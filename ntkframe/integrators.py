@@ -258,7 +258,7 @@ class DormandPrince(Integrator):
 
     Each attempted step of size h costs six evaluations of F (the seventh, F(t + h, y_new), is the
     next step's first: *first same as last*).  The local error estimate e = h Σ_i (b_i − b̂_i) k_i
-    is measured as
+    is measured as::
 
         err = sqrt( mean over all entries of (e / (atol + rtol·max(|y|, |y_new|)))² ),
 

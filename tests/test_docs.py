@@ -42,3 +42,24 @@ def test_every_python_example_in_the_docs_runs(path, tmp_path, monkeypatch):
     for i, block in enumerate(_python_blocks(path)):
         code = compile(block, f"{path.name}[block {i}]", "exec")
         exec(code, namespace)  # noqa: S102 - the docs' own examples
+
+
+def test_make_figures_quick_writes_figures_and_summaries(tmp_path):
+    """docs/make_figures.py, at tiny sizes, writes each variant's PNG, summary.md and report.md."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "MPLBACKEND": "Agg",
+           "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "plugins"), os.environ.get("PYTHONPATH", "")])}
+    out = tmp_path / "figures"
+    proc = subprocess.run([sys.executable, str(ROOT / "docs" / "make_figures.py"), "--quick", "--only", "drift",
+                           "--out", str(out)], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    variants = sorted(p.name for p in out.iterdir() if p.is_dir() and not p.name.startswith("_"))
+    assert variants == ["drift-relu-both", "drift-relu-hidden", "drift-softplus-both", "drift-softplus-hidden"]
+    for v in variants:
+        assert (out / v / "drift.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        summary = (out / v / "summary.md").read_text()
+        assert "| quantity |" in summary and "measured slope" in summary
+        assert (out / v / "report.md").exists()

@@ -10,8 +10,27 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def _cell(text: object) -> str:
+    """A Markdown table cell: a ``|`` (as in the choices "'a' | 'b'") would split the cell, and
+    ``<name>`` (as in "runs/<config name>") would pass through as an HTML tag."""
+    return str(text).replace("|", "\\|").replace("<", "\\<")
+
+
+def reference_markdown(schemas: dict) -> str:
+    """:func:`ntkframe.config.reference_markdown`, with the ``|`` inside cells escaped for MyST."""
+    head = ["| table | key | type | default | meaning |", "|---|---|---|---|---|"]
+    rows = []
+    for title, schema in schemas.items():
+        rows += [f"\n### {title}\n", *head]
+        for table, fields in schema.items():
+            for f in fields:
+                rows.append(f"| [{table}] | `{f.name}` | {_cell(f.describe_type())} | `{_cell(repr(f.default))}` | "
+                            f"{_cell(f.help)} |")
+    return "\n".join(rows) + "\n"
+
+
 def _config_reference() -> str:
-    from ntkframe.config import COMMON, reference_markdown
+    from ntkframe.config import COMMON
     from ntkframe.plugins import registry
 
     schemas = {"Tables every run has": COMMON}
