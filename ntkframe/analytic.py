@@ -86,7 +86,6 @@ NTK-parameterisation H* instead.  The NNGP kernel is the same in both parameteri
 from __future__ import annotations
 
 import math
-import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
@@ -95,6 +94,7 @@ from typing import Any
 import numpy as np
 
 from .activations import BUILTIN_ACTIVATIONS, Activation
+from .backend import cpu_threads
 from .kernels import KernelEstimator
 from .models import MLP, Model, TwoLayerNet, _choice
 
@@ -196,14 +196,6 @@ def _nodes(act: Activation, order: int, smax: float, need_v: bool, need_d: bool)
     return z[keep], w[keep]
 
 
-def _threads() -> int:
-    env = os.environ.get("NTKFRAME_NUM_THREADS")
-    if env:
-        return max(1, int(env))
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
 
 
 def _quadrature_moments(act: Activation, s11: np.ndarray, s22: np.ndarray, s12: np.ndarray, order: int,
@@ -245,7 +237,7 @@ def _quadrature_moments(act: Activation, s11: np.ndarray, s22: np.ndarray, s12: 
 
     step = max(1, CHUNK_ELEMENTS // (n * n))
     bounds = [(lo, min(lo + step, P)) for lo in range(0, P, step)]
-    nthreads = min(_threads(), len(bounds))
+    nthreads = min(cpu_threads(), len(bounds))
     with np.errstate(over="ignore", under="ignore"):
         if nthreads <= 1:
             for lo, hi in bounds:

@@ -58,6 +58,17 @@ def parse_device(device: str | None, allowed: tuple[str, ...] = ("cpu", "cuda"))
     return kind, int(index)
 
 
+def cpu_threads() -> int:
+    """Threads ntkframe's own CPU work may use: ``NTKFRAME_NUM_THREADS``, else the CPUs this process may run on."""
+    env = os.environ.get("NTKFRAME_NUM_THREADS")
+    if env:
+        return max(1, int(env))
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def available_memory_bytes() -> int:
     """Free host memory (MemAvailable), or a conservative 2 GiB if it cannot be read."""
     try:

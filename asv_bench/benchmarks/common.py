@@ -25,6 +25,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from ntkframe.integrators import tree_leaves
+
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 QUICK = os.environ.get("NTKFRAME_ASV_QUICK", "").strip().lower() not in ("", "0", "false", "no")
@@ -90,13 +92,8 @@ def make_backend(spec: str, dtype: str = "float64") -> Any:
         raise NotImplementedError(str(exc)) from exc
 
 
-def leaves(tree: Any) -> list[Any]:
-    """The arrays of a result: an array, or a dict/list/tuple of them."""
-    if isinstance(tree, dict):
-        return [x for v in tree.values() for x in leaves(v)]
-    if isinstance(tree, (list, tuple)):
-        return [x for v in tree for x in leaves(v)]
-    return [tree]
+#: the arrays of a result: an array, or a dict/list/tuple of them
+leaves = tree_leaves
 
 
 def sync(be: Any, result: Any = None) -> Any:

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..backend import to_numpy
 from ..config import Field
+from ..data import unit_sphere
 from ..fitting import consistent, fit_power_law
 from ..kernels import empirical_ntk
 from ..models import TwoLayerNet
@@ -22,11 +23,6 @@ from ..sweep import Task, task_seed
 from .base import DATA_TABLE, MODEL_TABLE, Experiment, format_table
 
 THEORY_SLOPE = -0.5
-
-
-def unit_sphere(n: int, d: int, seed: int) -> np.ndarray:
-    X = np.random.default_rng(seed).standard_normal((n, d))
-    return X / np.linalg.norm(X, axis=1, keepdims=True)
 
 
 class WidthConvergence(Experiment):

@@ -7,14 +7,13 @@ thread pool (ufuncs release the GIL) so they use every core BLAS uses.
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 
 from ntkframe import hookimpl
-from ntkframe.backend import Backend
+from ntkframe.backend import Backend, cpu_threads
 
 #: arrays smaller than this run their elementwise work on the calling thread (below ~1M elements
 #: the hand-off costs more than it saves, and competes with OpenBLAS threads still spinning)
@@ -22,20 +21,12 @@ _THREAD_MIN = 1 << 20
 _pool: ThreadPoolExecutor | None = None
 
 
-def _threads() -> int:
-    env = os.environ.get("NTKFRAME_NUM_THREADS")
-    if env:
-        return max(1, int(env))
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
 
 
 def _get_pool() -> ThreadPoolExecutor:
     global _pool
     if _pool is None:
-        _pool = ThreadPoolExecutor(max_workers=_threads(), thread_name_prefix="ntkframe-numpy")
+        _pool = ThreadPoolExecutor(max_workers=cpu_threads(), thread_name_prefix="ntkframe-numpy")
     return _pool
 
 
@@ -110,7 +101,7 @@ class NumpyBackend(HostArrays):
                 if dscale is not None:
                     D[j0:j1] *= dscale
 
-        nthreads = _threads()
+        nthreads = cpu_threads()
         if z.size < _THREAD_MIN or nthreads == 1 or n < 2 * nthreads:
             work(0, n)
         else:
@@ -120,7 +111,7 @@ class NumpyBackend(HostArrays):
 
     def map_rows(self, fn: Any, z: Any, n_out: int) -> tuple[Any, ...]:
         """Run the elementwise ``fn`` over row chunks of ``z`` on the thread pool."""
-        nthreads = _threads()
+        nthreads = cpu_threads()
         if z.ndim != 2 or z.size < _THREAD_MIN or nthreads == 1 or z.shape[0] < 2 * nthreads:
             out = fn(z)
             return out if isinstance(out, tuple) else (out,)
