@@ -91,11 +91,12 @@ class NumpyBackend(HostArrays):
         sub = max(1, (1 << 13) // max(1, m))  # ~64 KiB per array: three of them stay in L2
 
         def work(i0: int, i1: int) -> None:
-            tmp = np.empty((sub, m), dtype=z.dtype) if kernel is not None else None
+            if kernel is not None:
+                t1, t2 = np.empty((sub, m), dtype=z.dtype), np.empty((sub, m), dtype=z.dtype)
             for j0 in range(i0, i1, sub):
                 j1 = min(j0 + sub, i1)
                 if kernel is not None:
-                    kernel(z[j0:j1], S[j0:j1], D[j0:j1], tmp[: j1 - j0])
+                    kernel(z[j0:j1], S[j0:j1], D[j0:j1], t1[: j1 - j0], t2[: j1 - j0])
                 else:
                     S[j0:j1], D[j0:j1] = act.value_and_derivative(self, z[j0:j1])
                 if dscale is not None:
@@ -130,25 +131,27 @@ class NumpyBackend(HostArrays):
         return outs
 
 
-def _softplus_into(z: np.ndarray, S: np.ndarray, D: np.ndarray, tmp: np.ndarray) -> None:
-    """S = softplus(z) = max(z, 0) + log1p(e), D = sigmoid(z) from e = exp(−|z|), in place.
+def _softplus_into(z: np.ndarray, S: np.ndarray, D: np.ndarray, t1: np.ndarray, t2: np.ndarray) -> None:
+    """S = softplus(z) = max(z, 0) + log1p(e), D = sigmoid(z) = q·r, in place, from
+    e = exp(−|z|) = exp(min(z, 0) − max(z, 0)), q = exp(min(z, 0)) and r = 1/(1 + e).
 
-    Same formulas as the generic activation (stable at |z| = 1e4, no overflow), in 9 passes over
-    a cache-sized chunk with no temporaries and no ``np.where`` (which costs ~4 ns per element).
+    Bitwise the generic activation's values (sigmoid is r for z ≥ 0 and e·r below: q·r is both,
+    without a branch), stable at |z| = 1e4, in 10 passes over a cache-sized chunk with no
+    temporaries and no masked copy (``np.where``/``copyto(where=)`` cost ~4 ns per element).
     """
-    np.abs(z, out=D)
-    np.negative(D, out=D)
-    np.exp(D, out=D)                   # e = exp(−|z|) ∈ (0, 1]
     np.maximum(z, 0.0, out=S)
-    np.log1p(D, out=tmp)
-    S += tmp                           # softplus
-    np.add(D, 1.0, out=tmp)
-    np.reciprocal(tmp, out=tmp)        # r = 1/(1 + e) = sigmoid(|z|)
-    D *= tmp                           # e·r = sigmoid(−|z|)
-    np.copyto(D, tmp, where=z >= 0)    # sigmoid(z)
+    np.minimum(z, 0.0, out=D)
+    np.subtract(D, S, out=t1)
+    np.exp(t1, out=t1)                 # e = exp(−|z|) ∈ (0, 1]
+    np.exp(D, out=D)                   # q = exp(min(z, 0)) ∈ (0, 1]
+    np.add(t1, 1.0, out=t2)
+    np.reciprocal(t2, out=t2)          # r = 1/(1 + e)
+    D *= t2                            # sigmoid(z)
+    np.log1p(t1, out=t1)
+    S += t1                            # softplus(z)
 
 
-#: in-place fused kernels for built-in activations: fn(z, value_out, derivative_out, scratch)
+#: in-place fused kernels for built-in activations: fn(z, value_out, derivative_out, scratch1, scratch2)
 FAST_JOINT = {"softplus": _softplus_into}
 
 
