@@ -58,6 +58,29 @@ def parse_device(device: str | None, allowed: tuple[str, ...] = ("cpu", "cuda"))
     return kind, int(index)
 
 
+def framework_availability(module: str, missing: str, dists: tuple[str, ...] = ()) -> tuple[bool, str]:
+    """(available, reason) for a backend's framework, found with ``importlib.util.find_spec`` only
+    (no import): the version of the first installed distribution of ``dists`` (default: ``module``),
+    or ``missing`` as the reason when the module is absent.  Never raises."""
+    import importlib.util
+    from importlib import metadata
+
+    try:
+        if importlib.util.find_spec(module) is None:
+            return False, missing
+    except (ImportError, ValueError) as exc:
+        return False, f"{module} cannot be found: {exc}"
+    for dist in dists or (module,):
+        try:
+            version = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+        except Exception:  # noqa: BLE001 - a broken dist-info must not hide the backend
+            break
+        return True, f"{module} {version}" + (f" ({dist})" if dist != module else "")
+    return True, f"{module} (version unknown)"
+
+
 def cpu_threads() -> int:
     """Threads ntkframe's own CPU work may use: ``NTKFRAME_NUM_THREADS``, else the CPUs this process may run on."""
     env = os.environ.get("NTKFRAME_NUM_THREADS")

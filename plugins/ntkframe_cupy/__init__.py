@@ -11,14 +11,13 @@ Nothing here imports cupy at module level: availability is ``importlib.util.find
 
 from __future__ import annotations
 
-import importlib.util
 import warnings
 from typing import Any
 
 import numpy as np
 
 from ntkframe import hookimpl
-from ntkframe.backend import MEMORY_FRACTION
+from ntkframe.backend import MEMORY_FRACTION, framework_availability
 from ntkframe.errors import BackendUnavailableError
 from ntkframe_numpy import HostArrays
 
@@ -49,22 +48,8 @@ class CupyBackend(HostArrays):
     # -- availability and devices ----------------------------------------------------------
     @classmethod
     def availability(cls) -> tuple[bool, str]:
-        try:
-            found = importlib.util.find_spec("cupy") is not None
-        except (ImportError, ValueError):
-            found = False
-        if not found:
-            return False, "cupy not installed"
-        from importlib import metadata
-
-        for dist in ("cupy-cuda12x", "cupy-cuda13x", "cupy-cuda11x", "cupy"):
-            try:
-                return True, f"cupy {metadata.version(dist)} ({dist})"
-            except metadata.PackageNotFoundError:
-                continue
-            except Exception:  # noqa: BLE001 - a broken dist-info must not hide the backend
-                break
-        return True, "cupy (version unknown)"
+        return framework_availability("cupy", "cupy not installed",
+                                      ("cupy-cuda12x", "cupy-cuda13x", "cupy-cuda11x", "cupy"))
 
     @classmethod
     def devices(cls) -> list[str]:

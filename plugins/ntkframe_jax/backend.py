@@ -15,7 +15,6 @@ activation passes and the Hadamard products around the GEMMs, and a tile costs o
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import weakref
 from collections import OrderedDict
@@ -23,7 +22,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ntkframe.backend import MEMORY_FRACTION, Backend, combine_blocks
+from ntkframe.backend import MEMORY_FRACTION, Backend, combine_blocks, framework_availability
 from ntkframe.errors import BackendUnavailableError
 
 #: frameworks whose arrays the JAX backend refuses (never a silent copy between frameworks)
@@ -115,18 +114,7 @@ class JaxBackend(Backend):
     # -- availability and devices ----------------------------------------------------------
     @classmethod
     def availability(cls) -> tuple[bool, str]:
-        try:
-            found = importlib.util.find_spec("jax") is not None
-        except (ImportError, ValueError):
-            found = False
-        if not found:
-            return False, "jax not installed (pip install 'ntkframe[jax]')"
-        try:
-            from importlib.metadata import version
-
-            return True, f"jax {version('jax')}"
-        except Exception:  # noqa: BLE001 - a broken dist-info must not hide the backend
-            return True, "jax (version unknown)"
+        return framework_availability("jax", "jax not installed (pip install 'ntkframe[jax]')")
 
     @classmethod
     def devices(cls) -> list[str]:

@@ -12,15 +12,13 @@ back must set the flags again after building the backend.
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from concurrent.futures import ThreadPoolExecutor
-from importlib import metadata
 from typing import Any
 
 import numpy as np
 
-from ntkframe.backend import MEMORY_FRACTION, Backend, available_memory_bytes
+from ntkframe.backend import MEMORY_FRACTION, Backend, available_memory_bytes, framework_availability
 from ntkframe.errors import BackendUnavailableError
 
 #: arrays of these frameworks are refused by ``asarray`` (no silent copies between frameworks)
@@ -59,15 +57,8 @@ class TorchBackend(Backend):
     @classmethod
     def availability(cls) -> tuple[bool, str]:
         """Looks for torch with ``importlib.util.find_spec`` only (no import)."""
-        try:
-            if importlib.util.find_spec("torch") is None:
-                return False, "torch is not installed (pip install 'ntkframe[torch]', which pins torch==2.13.0)"
-        except (ImportError, ValueError) as exc:
-            return False, f"torch cannot be found: {exc}"
-        try:
-            return True, f"torch {metadata.version('torch')}"
-        except metadata.PackageNotFoundError:
-            return True, "torch (version unknown)"
+        return framework_availability(
+            "torch", "torch is not installed (pip install 'ntkframe[torch]', which pins torch==2.13.0)")
 
     @classmethod
     def devices(cls) -> list[str]:
