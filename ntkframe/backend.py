@@ -201,15 +201,32 @@ class Backend:
         ``fn`` must be a pure function of its array (pytree) arguments."""
         return fn
 
-    def activation_joint(self, act: Any, z: Any, dscale: Any | None = None) -> tuple[Any, Any]:
+    def activation_joint(self, act: Any, z: Any, dscale: Any | None = None,
+                         overwrite: bool = False) -> tuple[Any, Any]:
         """(σ(z), σ'(z)·dscale) elementwise; ``dscale`` (a row vector, e.g. the output weights a)
-        is folded into the derivative so the hot path needs no extra pass over the N × m matrix."""
+        is folded into the derivative so the hot path needs no extra pass over the N × m matrix.
+        ``overwrite=True`` says the caller no longer needs ``z``: a backend may then return σ(z)
+        in ``z``'s memory (NumPy does; the default ignores it)."""
         S, D = self.map_rows(lambda t: act.value_and_derivative(self, t), z, 2)
         return S, (D if dscale is None else D * dscale)
 
     def gram(self, A: Any, B: Any | None = None) -> Any:
         """A Bᵀ, or the symmetric A Aᵀ when ``B`` is None."""
         return A @ (A if B is None else B).T
+
+    def combine(self, F1: list["GramBlock"], F2: list["GramBlock"] | None, k: int, trace: bool) -> Any:
+        """The kernel from Jacobian factors: :func:`combine_blocks` (a backend may specialise it,
+        e.g. NumPy accumulates the symmetric products into one triangle with BLAS ``syrk``)."""
+        return combine_blocks(self, F1, F2, k, trace)
+
+    def mul_into(self, x: Any, y: Any) -> Any:
+        """x ⊙ y (``y`` broadcast to ``x``'s shape); a backend may write it into ``x``, which the
+        caller owns and no longer needs (combine_blocks passes only fresh Gram products)."""
+        return x * y
+
+    def add_into(self, x: Any, y: Any) -> Any:
+        """x + y, into ``x`` where the backend can (same contract as :meth:`mul_into`)."""
+        return x + y
 
     def permute(self, x: Any, axes: tuple[int, ...]) -> Any:
         return x.transpose(axes)
@@ -245,7 +262,7 @@ class Backend:
         if b is None or (b >= n1 and b >= n2):
             F1 = model.jacobian_factors(params, X1, self, trace=trace)
             F2 = None if symmetric else model.jacobian_factors(params, X2c, self, trace=trace)
-            return combine_blocks(self, F1, F2, model.outputs, trace)
+            return self.combine(F1, F2, model.outputs, trace)
         shape = (n1, n2) if k == 1 else (n1, n2, k, k)
         out = self.zeros(shape)
         for i0 in range(0, n1, b):
@@ -256,10 +273,10 @@ class Backend:
                     continue
                 rj = slice(j0, min(j0 + b, n2))
                 if symmetric and j0 == i0:
-                    tile = combine_blocks(self, Fi, None, model.outputs, trace)
+                    tile = self.combine(Fi, None, model.outputs, trace)
                 else:
                     Fj = model.jacobian_factors(params, X2c[rj], self, trace=trace)
-                    tile = combine_blocks(self, Fi, Fj, model.outputs, trace)
+                    tile = self.combine(Fi, Fj, model.outputs, trace)
                 out = self.set_block(out, ri, rj, tile)
                 if symmetric and j0 != i0:
                     out = self.set_block(out, rj, ri, tile.T if k == 1 else self.permute(tile, (1, 0, 3, 2)))
@@ -309,24 +326,24 @@ def combine_blocks(be: Backend, F1: list["GramBlock"], F2: list["GramBlock"] | N
         if b1.diagonal:
             G = be.gram(L1, None if symmetric else L2)
         elif not full:
-            kk = L1.shape[1]
             G = be.gram(L1.reshape(n1, -1), None if symmetric else L2.reshape(n2, -1))
-            if kk > 1:
-                G = G * (1.0 / kk)
         else:
             kk = L1.shape[1]
             G = be.gram(L1.reshape(n1 * kk, -1), None if symmetric else L2.reshape(n2 * kk, -1))
             G = G.reshape(n1, kk, n2, kk)
             G = be.permute(G, (0, 2, 1, 3))
+        # G is a fresh product from be.gram from here on, so the backend may update it in place
+        if not b1.diagonal and not full and L1.shape[1] > 1:  # mean over the k' outputs
+            G = be.mul_into(G, 1.0 / L1.shape[1])
         if b1.right is not None:
             R = be.gram(b1.right, None if symmetric else b2.right)
-            G = G * (R if G.ndim == 2 else R[:, :, None, None])
+            G = be.mul_into(G, R if G.ndim == 2 else R[:, :, None, None])
         if b1.scale != 1.0:
-            G = G * b1.scale
+            G = be.mul_into(G, b1.scale)
         if full and b1.diagonal:
             eye = be.asarray(np.eye(k))
             G = G[:, :, None, None] * eye
-        H = G if H is None else H + G
+        H = G if H is None else be.add_into(H, G)
     if H is None:
         raise ValueError("the model has no trainable parameters: its NTK is identically zero")
     return H

@@ -196,9 +196,9 @@ class TwoLayerNet(Model):
 
     def _forward(self, be: Any, params: dict, X: Any, need_derivative: bool, dscale: Any = None) -> tuple[Any, Any]:
         self._check_params(params, {"W": (self.m, self.d), "a": self._a_shape()})
-        Z = X @ params["W"].T
+        Z = be.gram(X, params["W"])  # X Wᵀ
         if need_derivative:
-            return be.activation_joint(self.activation, Z, dscale)
+            return be.activation_joint(self.activation, Z, dscale, overwrite=True)
         (S,) = be.map_rows(lambda z: self.activation.value(be, z), Z, 1)
         return S, None
 
@@ -333,11 +333,11 @@ class MLP(Model):
         h = X
         for l in range(1, self.depth):
             c, cb = self._coef(l)
-            z = (h @ params[f"W{l}"].T) * c
+            z = be.mul_into(be.gram(h, params[f"W{l}"]), c)  # h W_lᵀ c
             if self.bias:
                 z = z + params[f"b{l}"] * cb
             if need_derivative:
-                h, D = be.activation_joint(self.activation, z)
+                h, D = be.activation_joint(self.activation, z, overwrite=True)
             else:
                 (h,) = be.map_rows(lambda t: self.activation.value(be, t), z, 1)
                 D = None

@@ -103,3 +103,91 @@ def test_cross_backend_agreement_same_seed(backend):
     H_ref = nf.empirical_ntk(model, model.init(ref, seed=11), X, backend=ref)
     H = nf.empirical_ntk(model, model.init(backend, seed=11), X, backend=backend)
     assert rel_err(H, H_ref) < TOL["float64"]
+
+
+# -- the NumPy backend's specialised hot path ------------------------------------------------------
+
+@pytest.mark.parametrize("dtype,tol", [("float64", 1e-13), ("float32", 1e-5)])
+@pytest.mark.parametrize("outputs,trace", [(1, False), (3, True)])
+def test_numpy_syrk_combine_equals_generic_combine_and_is_exactly_symmetric(dtype, tol, outputs, trace):
+    from ntkframe.backend import combine_blocks
+
+    be = nf.get_backend("numpy", dtype=dtype)
+    model = nf.MLP(d=6, widths=[40, 30], activation="softplus", bias=True, outputs=outputs)
+    params = model.init(be, seed=2)
+    F = model.jacobian_factors(params, be.asarray(unit_sphere(300, 6, 4)), be, trace=trace)
+    H = be.combine(F, None, outputs, trace)
+    assert H.dtype == np.dtype(dtype) and H.flags.c_contiguous and H.shape == (300, 300)
+    assert np.array_equal(H, H.T)  # mirrored, not recomputed: bitwise symmetric
+    ref = combine_blocks(be, F, None, outputs, trace)
+    assert rel_err(H, ref) < tol
+    # the factors are untouched (the fast path writes only into its own products)
+    F2 = model.jacobian_factors(params, be.asarray(unit_sphere(300, 6, 4)), be, trace=trace)
+    assert all(np.array_equal(a.left, b.left) for a, b in zip(F, F2))
+
+
+def test_numpy_activation_joint_overwrite_reuses_z_for_the_value():
+    be = nf.get_backend("numpy")
+    act = nf.get_activation("softplus")
+    z = np.random.default_rng(0).standard_normal((64, 40000)) * 30  # big enough for the thread pool
+    a = np.random.default_rng(1).standard_normal(40000)
+    S_ref, D_ref = act.value_and_derivative(be, z)
+    S, D = be.activation_joint(act, z.copy(), a)
+    zc = z.copy()
+    S2, D2 = be.activation_joint(act, zc, a, overwrite=True)
+    assert np.shares_memory(S2, zc) and not np.shares_memory(S, z)
+    np.testing.assert_array_equal(S2, S)
+    np.testing.assert_array_equal(D2, D)
+    np.testing.assert_array_equal(S, S_ref)
+    np.testing.assert_allclose(D, D_ref * a, rtol=1e-15, atol=0)
+    # a non-fused activation never overwrites its input
+    zt = z.copy()
+    St, _ = be.activation_joint(nf.get_activation("tanh"), zt, None, overwrite=True)
+    assert not np.shares_memory(St, zt) and np.array_equal(zt, z)
+
+
+def test_numpy_in_place_updates_only_where_the_result_fits():
+    be = nf.get_backend("numpy")
+    x = np.ones((3, 4))
+    y = be.mul_into(x, np.full(4, 2.0))
+    assert y is x and np.all(x == 2.0)
+    col = np.ones((3, 1))
+    z = be.add_into(col, np.ones((3, 4)))  # broadcasting would grow x: a new array
+    assert z.shape == (3, 4) and col.shape == (3, 1) and np.all(col == 1.0)
+    x32 = np.ones(3, dtype=np.float32)
+    w = be.mul_into(x32, np.ones(3))  # float64 operand: result is float64, x32 untouched
+    assert w.dtype == np.float64 and w is not x32
+    ro = np.ones(3)
+    ro.flags.writeable = False
+    assert be.mul_into(ro, 2.0) is not ro and np.all(ro == 1.0)
+
+
+def test_numpy_syrk_through_numpys_own_blas():
+    from ntkframe_numpy import _blas
+
+    if not _blas._bundled_libraries():
+        pytest.skip("this NumPy bundles no BLAS (not a wheel): the generic path is used")
+    rng = np.random.default_rng(5)
+    for dtype, tol in (("float64", 1e-14), ("float32", 1e-5)):
+        syrk = _blas.syrk_function(dtype)
+        assert syrk is not None, "NumPy's wheel BLAS was not found"
+        A, B = rng.standard_normal((70, 33)).astype(dtype), rng.standard_normal((70, 5)).astype(dtype)
+        C = syrk(A, 0.5)
+        assert C.dtype == np.dtype(dtype) and np.all(np.triu(C, 1) == 0)  # lower triangle only
+        syrk(B, 2.0, C)  # β = 1: accumulates
+        assert rel_err(C, np.tril(0.5 * A @ A.T + 2.0 * B @ B.T)) < tol
+        with pytest.raises(ValueError, match="C-ordered"):
+            syrk(A, 1.0, np.zeros((70, 70), dtype=dtype, order="F"))
+
+
+def test_numpy_combine_falls_back_when_blas_is_unreachable(monkeypatch):
+    from ntkframe_numpy import _blas
+
+    be = nf.get_backend("numpy")
+    model = nf.TwoLayerNet(d=4, m=32, activation="softplus")
+    params = model.init(be, seed=1)
+    X = unit_sphere(40, 4, 2)
+    fast = nf.empirical_ntk(model, params, X, backend=be)
+    monkeypatch.setitem(_blas._cache, "float64", None)
+    slow = nf.empirical_ntk(model, params, X, backend=be)
+    assert rel_err(slow, fast) < 1e-14 and np.array_equal(fast, fast.T)

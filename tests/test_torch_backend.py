@@ -176,6 +176,20 @@ def test_elementwise_and_gram_match_numpy(tbe):
     assert rel_err(tbe.gram(tbe.asarray(A), tbe.asarray(B)), A @ B.T) < 1e-14
 
 
+def test_in_place_updates_only_where_the_result_fits(tbe):
+    x = tbe.asarray(np.ones((3, 4)))
+    assert tbe.mul_into(x, tbe.asarray(np.full(4, 2.0))) is x and bool((x == 2.0).all())
+    assert tbe.add_into(x, 1.0) is x and bool((x == 3.0).all())
+    col = tbe.asarray(np.ones((3, 1)))
+    grown = tbe.add_into(col, tbe.asarray(np.ones((3, 4))))
+    assert tuple(grown.shape) == (3, 4) and tuple(col.shape) == (3, 1) and bool((col == 1.0).all())
+    x32 = torch.ones(3, dtype=torch.float32)
+    w = tbe.mul_into(x32, torch.ones(3, dtype=torch.float64))
+    assert w.dtype == torch.float64 and bool((x32 == 1.0).all())
+    g = torch.ones(3, dtype=torch.float64, requires_grad=True)
+    assert tbe.mul_into(g, 2.0) is not g
+
+
 def test_map_rows_in_chunks_equals_whole_array(tbe):
     from ntkframe_torch.backend import MAP_CHUNK
 

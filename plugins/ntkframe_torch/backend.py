@@ -39,6 +39,16 @@ def _get_pool(nthreads: int) -> ThreadPoolExecutor:
     return _pools[nthreads]
 
 
+def _fits_in_place(torch: Any, x: Any, y: Any) -> bool:
+    if not isinstance(x, torch.Tensor) or x.requires_grad:
+        return False
+    if isinstance(y, (int, float)):
+        return True
+    return (isinstance(y, torch.Tensor) and y.device == x.device
+            and torch.broadcast_shapes(x.shape, y.shape) == x.shape
+            and torch.result_type(x, y) == x.dtype)
+
+
 class TorchBackend(Backend):
     """Backend on torch tensors, CPU or CUDA, float32 (TF32 off) or float64.
 
@@ -227,6 +237,14 @@ class TorchBackend(Backend):
             if e < n:
                 out[e:, i:e] = panel[:, e - i:].T
         return out
+
+    def mul_into(self, x: Any, y: Any) -> Any:
+        """x ⊙ y written into x (``mul_``) when y broadcasts to x without changing its dtype:
+        no second N × N buffer on the hot path (on CUDA: less peak device memory)."""
+        return x.mul_(y) if _fits_in_place(self.xp, x, y) else x * y
+
+    def add_into(self, x: Any, y: Any) -> Any:
+        return x.add_(y) if _fits_in_place(self.xp, x, y) else x + y
 
     # -- generic autodiff path -------------------------------------------------------------
     def generic_jacobian_gram(self, model: Any, params: Any, X1: Any, X2: Any | None = None, *,
