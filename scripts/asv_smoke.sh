@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # CI smoke run of the asv benchmarks (issue 6): `asv check`, then every benchmark once at tiny sizes
-# on the NumPy backend, in the current environment, saving nothing. Exits non-zero if a benchmark
+# on the NumPy backend, in the current environment, then `asv publish` of those results, all in a
+# scratch folder (the real results/ and html/ are left alone). Exits non-zero if a benchmark
 # fails: asv's exit status does not always say so, so its output is searched too.
 #
 #   scripts/asv_smoke.sh              # NTKFRAME_ASV_BACKENDS=numpy,torch,jax to smoke-test more backends
@@ -18,10 +19,26 @@ export NTKFRAME_ASV_BACKENDS="${NTKFRAME_ASV_BACKENDS:-numpy}"
 asv machine --yes >/dev/null   # asv refuses to run before it knows the machine
 asv check --python=same
 
-log="$(mktemp)"
-trap 'rm -f "$log"' EXIT
+# results and dashboard of the smoke run go to a scratch copy of the config, so that --quick
+# timings never reach the real results/ (whose dashboard they would spoil)
+scratch="$(mktemp -d)"
+trap 'rm -rf "$scratch"' EXIT
+python - "$scratch" <<'PY'
+import json, os, re, sys
+here = os.getcwd()
+text = re.sub(r"^\s*//.*$", "", open("asv.conf.json").read(), flags=re.M)  # asv allows // comments
+conf = json.loads(text)
+conf.update(repo=os.path.abspath(os.path.join(here, conf["repo"])),
+            benchmark_dir=os.path.join(here, conf["benchmark_dir"]),
+            env_dir=os.path.join(sys.argv[1], "env"), results_dir=os.path.join(sys.argv[1], "results"),
+            html_dir=os.path.join(sys.argv[1], "html"))
+json.dump(conf, open(os.path.join(sys.argv[1], "asv.conf.json"), "w"), indent=1)
+PY
+conf="$scratch/asv.conf.json"
+log="$scratch/run.log"
 status=0
-asv run --python=same --quick --dry-run --show-stderr 2>&1 | tee "$log" || status=$?
+asv run --config "$conf" --python=same --quick --show-stderr \
+    --set-commit-hash "$(git rev-parse HEAD)" 2>&1 | tee "$log" || status=$?
 # a failing benchmark prints "failed" in its result line (and "asv: benchmark failed" with the
 # traceback); a benchmark that cannot even be imported or set up shows up as an error
 if grep -Eq '(^|[[:space:]])failed([[:space:]]|$)|benchmark failed|Traceback|^[·[:space:]]*Error' "$log"; then
@@ -32,4 +49,7 @@ if [ "$status" -ne 0 ]; then
     echo "asv smoke run: asv exited with status $status" >&2
     exit "$status"
 fi
-echo "asv smoke run: all benchmarks ran or skipped"
+# the dashboard must build from what was saved
+asv publish --config "$conf" >/dev/null
+test -f "$scratch/html/index.html" || { echo "asv smoke run: asv publish wrote no dashboard" >&2; exit 1; }
+echo "asv smoke run: all benchmarks ran or skipped, and asv publish built the dashboard"

@@ -212,10 +212,10 @@ def _hadamard_lower(G: np.ndarray, R: np.ndarray, band: int = 256) -> None:
     are one small GEMM into a reused buffer (a fresh N × N R Rᵀ costs more in page faults than
     its flops)."""
     n = G.shape[0]
-    buf = np.empty((min(band, n), n), dtype=G.dtype)
+    buf = np.empty(min(band, n) * n, dtype=G.dtype)
     for i0 in range(0, n, band):
         i1 = min(i0 + band, n)
-        rows = np.matmul(R[i0:i1], R[:i1].T, out=buf[: i1 - i0, :i1])
+        rows = np.matmul(R[i0:i1], R[:i1].T, out=buf[: (i1 - i0) * i1].reshape(i1 - i0, i1))
         np.multiply(G[i0:i1, :i1], rows, out=G[i0:i1, :i1])
 
 
