@@ -126,6 +126,23 @@ def test_numpy_syrk_combine_equals_generic_combine_and_is_exactly_symmetric(dtyp
     assert all(np.array_equal(a.left, b.left) for a, b in zip(F, F2))
 
 
+@pytest.mark.parametrize("dtype,tol", [("float64", 1e-13), ("float32", 1e-5)])
+@pytest.mark.parametrize("outputs,trace", [(1, False), (3, True)])
+def test_numpy_gemm_combine_of_two_input_sets_equals_generic_combine(dtype, tol, outputs, trace):
+    from ntkframe.backend import combine_blocks
+
+    be = nf.get_backend("numpy", dtype=dtype)
+    model = nf.MLP(d=6, widths=[40, 30], activation="softplus", bias=True, outputs=outputs)
+    params = model.init(be, seed=2)
+    F1 = model.jacobian_factors(params, be.asarray(unit_sphere(300, 6, 4)), be, trace=trace)
+    F2 = model.jacobian_factors(params, be.asarray(unit_sphere(170, 6, 5)), be, trace=trace)
+    H = be.combine(F1, F2, outputs, trace)
+    assert H.dtype == np.dtype(dtype) and H.flags.c_contiguous and H.shape == (300, 170)
+    assert rel_err(H, combine_blocks(be, F1, F2, outputs, trace)) < tol
+    # H(X1, X2) = H(X2, X1)ᵀ
+    assert rel_err(be.combine(F2, F1, outputs, trace), H.T) < tol
+
+
 def test_numpy_activation_joint_overwrite_reuses_z_for_the_value():
     be = nf.get_backend("numpy")
     act = nf.get_activation("softplus")
@@ -178,6 +195,15 @@ def test_numpy_syrk_through_numpys_own_blas():
         assert rel_err(C, np.tril(0.5 * A @ A.T + 2.0 * B @ B.T)) < tol
         with pytest.raises(ValueError, match="C-ordered"):
             syrk(A, 1.0, np.zeros((70, 70), dtype=dtype, order="F"))
+        gemm = _blas.gemm_nt_function(dtype)
+        assert gemm is not None
+        E = rng.standard_normal((20, 33)).astype(dtype)
+        C = gemm(A, E, 0.5)
+        assert C.shape == (70, 20) and C.flags.c_contiguous
+        gemm(B, E[:, :5], 2.0, C)  # β = 1, another inner dimension
+        assert rel_err(C, 0.5 * A @ E.T + 2.0 * B @ E[:, :5].T) < tol
+        with pytest.raises(ValueError, match="second dimension"):
+            gemm(A, B, 1.0)
 
 
 def test_numpy_combine_falls_back_when_blas_is_unreachable(monkeypatch):
@@ -188,6 +214,10 @@ def test_numpy_combine_falls_back_when_blas_is_unreachable(monkeypatch):
     params = model.init(be, seed=1)
     X = unit_sphere(40, 4, 2)
     fast = nf.empirical_ntk(model, params, X, backend=be)
-    monkeypatch.setitem(_blas._cache, "float64", None)
+    X2 = unit_sphere(25, 4, 3)
+    fast2 = nf.empirical_ntk(model, params, X, X2, backend=be)
+    monkeypatch.setitem(_blas._cache, "syrk:float64", None)
+    monkeypatch.setitem(_blas._cache, "gemm:float64", None)
     slow = nf.empirical_ntk(model, params, X, backend=be)
     assert rel_err(slow, fast) < 1e-14 and np.array_equal(fast, fast.T)
+    assert rel_err(nf.empirical_ntk(model, params, X, X2, backend=be), fast2) < 1e-14

@@ -121,37 +121,40 @@ class NumpyBackend(HostArrays):
         return S, D
 
     def combine(self, F1: list, F2: list | None, k: int, trace: bool) -> Any:
-        """The symmetric kernel accumulated in one triangle by BLAS ``syrk`` (else the generic path).
+        """The kernel accumulated in one matrix by BLAS with β = 1 (else the generic path).
 
-        H = Σ_b s_b (L_b L_bᵀ) ⊙ (R_b R_bᵀ): each Hadamard block is a ``syrk`` into its own
-        lower triangle times the ``syrk`` of its right factor; blocks without one are added by
-        ``syrk`` with β = 1 straight into the running sum.  One triangle is computed, and mirrored
-        once at the end, where ``A @ A.T`` allocates and mirrors every product.  The BLAS is
-        NumPy's own (:mod:`ntkframe_numpy._blas`); where it cannot be reached, the generic path.
+        H = Σ_b s_b (L_b L'_bᵀ) ⊙ (R_b R'_bᵀ): each Hadamard block is one product into its own
+        matrix, multiplied by R R'ᵀ band by band; blocks without a right factor are added by BLAS
+        with β = 1 straight into the running sum.  Symmetric (``F2`` None): ``syrk`` into one lower
+        triangle, mirrored once at the end, where ``A @ A.T`` allocates and mirrors every product;
+        otherwise ``gemm``.  The BLAS is NumPy's own (:mod:`ntkframe_numpy._blas`); where it cannot
+        be reached, or for k × k output blocks, the generic :func:`~ntkframe.backend.combine_blocks`.
         """
-        from ._blas import syrk_function
+        from ._blas import gemm_nt_function, syrk_function
 
-        full = (not trace) and k > 1
-        syrk = syrk_function(self.dtype_name)
-        if F2 is not None or full or syrk is None or not all(_blas_block(b, self.np_dtype) for b in F1):
+        symmetric = F2 is None
+        product = syrk_function(self.dtype_name) if symmetric else gemm_nt_function(self.dtype_name)
+        if ((not trace and k > 1) or product is None
+                or not all(_blas_block(b, self.np_dtype) for b in F1 + (F2 or []))):
             return super().combine(F1, F2, k, trace)
+        pairs = sorted(zip(F1, F1 if symmetric else F2), key=lambda p: p[0].right is None)  # Hadamard first
         C = None
-        for blk in sorted(F1, key=lambda b: b.right is None):  # Hadamard blocks first
-            L = blk.left
-            n = L.shape[0]
-            alpha = float(blk.scale)
-            if not blk.diagonal:
-                alpha /= L.shape[1]          # mean over the k' outputs (k' = 1: exact)
-                L = L.reshape(n, -1)
-            if blk.right is not None:
-                G = syrk(L, alpha)
-                _hadamard_lower(G, blk.right)
+        for b1, b2 in pairs:
+            L1, L2 = b1.left, b2.left
+            alpha = float(b1.scale)
+            if not b1.diagonal:
+                alpha /= L1.shape[1]          # mean over the k' outputs (k' = 1: exact)
+                L1, L2 = L1.reshape(L1.shape[0], -1), L2.reshape(L2.shape[0], -1)
+            operands = (L1,) if symmetric else (L1, L2)
+            if b1.right is not None:
+                G = product(*operands, alpha)
+                _hadamard(G, b1.right, None if symmetric else b2.right)
                 C = G if C is None else np.add(C, G, out=C)
             else:
-                C = syrk(L, alpha, C)
+                C = product(*operands, alpha, C)
         if C is None:
             raise ValueError("the model has no trainable parameters: its NTK is identically zero")
-        return _mirror_lower(C)
+        return _mirror_lower(C) if symmetric else C
 
     def mul_into(self, x: Any, y: Any) -> Any:
         if _writable_as(x, y):
@@ -207,20 +210,23 @@ def _mirror_lower(H: np.ndarray) -> np.ndarray:
     return H
 
 
-def _hadamard_lower(G: np.ndarray, R: np.ndarray, band: int = 256) -> None:
-    """G ⊙= R Rᵀ on the lower triangle (and diagonal) of G, band by band: each band's R Rᵀ rows
-    are one small GEMM into a reused buffer (a fresh N × N R Rᵀ costs more in page faults than
-    its flops)."""
-    n = G.shape[0]
-    buf = np.empty(min(band, n) * n, dtype=G.dtype)
-    for i0 in range(0, n, band):
-        i1 = min(i0 + band, n)
-        rows = np.matmul(R[i0:i1], R[:i1].T, out=buf[: (i1 - i0) * i1].reshape(i1 - i0, i1))
-        np.multiply(G[i0:i1, :i1], rows, out=G[i0:i1, :i1])
+def _hadamard(G: np.ndarray, R1: np.ndarray, R2: np.ndarray | None = None, band: int = 256) -> None:
+    """G ⊙= R1 R2ᵀ, band by band: each band's rows of R1 R2ᵀ are one small GEMM into a reused
+    buffer (a fresh N × N product costs more in page faults than its flops).  ``R2=None``:
+    R1 R1ᵀ on the lower triangle (and diagonal) of G only."""
+    n1 = G.shape[0]
+    n2 = G.shape[1]
+    buf = np.empty(min(band, n1) * n2, dtype=G.dtype)
+    for i0 in range(0, n1, band):
+        i1 = min(i0 + band, n1)
+        cols = i1 if R2 is None else n2
+        right = R1[:i1] if R2 is None else R2
+        rows = np.matmul(R1[i0:i1], right.T, out=buf[: (i1 - i0) * cols].reshape(i1 - i0, cols))
+        np.multiply(G[i0:i1, :cols], rows, out=G[i0:i1, :cols])
 
 
 def _blas_block(b: Any, dtype: np.dtype) -> bool:
-    """Whether a Gram block's factors are NumPy matrices of the backend's dtype (for ``syrk``)."""
+    """Whether a Gram block's factors are NumPy matrices of the backend's dtype (for the BLAS)."""
     return (isinstance(b.left, np.ndarray) and b.left.dtype == dtype
             and (b.right is None or (isinstance(b.right, np.ndarray) and b.right.ndim == 2
                                      and b.right.dtype == dtype)))
