@@ -109,38 +109,28 @@ def test_cross_backend_agreement_same_seed(backend):
 
 @pytest.mark.parametrize("dtype,tol", [("float64", 1e-13), ("float32", 1e-5)])
 @pytest.mark.parametrize("outputs,trace", [(1, False), (3, True)])
-def test_numpy_syrk_combine_equals_generic_combine_and_is_exactly_symmetric(dtype, tol, outputs, trace):
+@pytest.mark.parametrize("second", [None, 170], ids=["symmetric", "X1-X2"])
+def test_numpy_blas_combine_equals_generic_combine(dtype, tol, outputs, trace, second):
     from ntkframe.backend import combine_blocks
 
     be = nf.get_backend("numpy", dtype=dtype)
     model = nf.MLP(d=6, widths=[40, 30], activation="softplus", bias=True, outputs=outputs)
     params = model.init(be, seed=2)
-    F = model.jacobian_factors(params, be.asarray(unit_sphere(300, 6, 4)), be, trace=trace)
-    H = be.combine(F, None, outputs, trace)
-    assert H.dtype == np.dtype(dtype) and H.flags.c_contiguous and H.shape == (300, 300)
-    assert np.array_equal(H, H.T)  # mirrored, not recomputed: bitwise symmetric
-    ref = combine_blocks(be, F, None, outputs, trace)
-    assert rel_err(H, ref) < tol
-    # the factors are untouched (the fast path writes only into its own products)
-    F2 = model.jacobian_factors(params, be.asarray(unit_sphere(300, 6, 4)), be, trace=trace)
-    assert all(np.array_equal(a.left, b.left) for a, b in zip(F, F2))
 
+    def factors(n, seed):
+        return model.jacobian_factors(params, be.asarray(unit_sphere(n, 6, seed)), be, trace=trace)
 
-@pytest.mark.parametrize("dtype,tol", [("float64", 1e-13), ("float32", 1e-5)])
-@pytest.mark.parametrize("outputs,trace", [(1, False), (3, True)])
-def test_numpy_gemm_combine_of_two_input_sets_equals_generic_combine(dtype, tol, outputs, trace):
-    from ntkframe.backend import combine_blocks
-
-    be = nf.get_backend("numpy", dtype=dtype)
-    model = nf.MLP(d=6, widths=[40, 30], activation="softplus", bias=True, outputs=outputs)
-    params = model.init(be, seed=2)
-    F1 = model.jacobian_factors(params, be.asarray(unit_sphere(300, 6, 4)), be, trace=trace)
-    F2 = model.jacobian_factors(params, be.asarray(unit_sphere(170, 6, 5)), be, trace=trace)
+    F1 = factors(300, 4)
+    F2 = None if second is None else factors(second, 5)
     H = be.combine(F1, F2, outputs, trace)
-    assert H.dtype == np.dtype(dtype) and H.flags.c_contiguous and H.shape == (300, 170)
+    assert H.dtype == np.dtype(dtype) and H.flags.c_contiguous and H.shape == (300, second or 300)
     assert rel_err(H, combine_blocks(be, F1, F2, outputs, trace)) < tol
-    # H(X1, X2) = H(X2, X1)ᵀ
-    assert rel_err(be.combine(F2, F1, outputs, trace), H.T) < tol
+    if F2 is None:
+        assert np.array_equal(H, H.T)  # syrk's triangle mirrored, not recomputed: bitwise symmetric
+    else:
+        assert rel_err(be.combine(F2, F1, outputs, trace), H.T) < tol  # H(X1, X2) = H(X2, X1)ᵀ
+    # the factors are untouched (the fast path writes only into its own products)
+    assert all(np.array_equal(a.left, b.left) for a, b in zip(F1, factors(300, 4)))
 
 
 def test_numpy_activation_joint_overwrite_reuses_z_for_the_value():
