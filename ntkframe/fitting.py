@@ -58,6 +58,24 @@ def fit_power_law(x: Any, Y: Any, *, n_boot: int = 2000, level: float = 0.95, se
             "level": level, "n_points": int(n), "n_seeds": int(s)}
 
 
+def complete_seeds(Y: Any) -> np.ndarray:
+    """The columns (seeds) of Y that have a finite value at every x (a failed or unfinished task
+    leaves NaN in its seed's column)."""
+    Y = np.asarray(Y, dtype=float)
+    return Y[:, np.all(np.isfinite(Y), axis=0)]
+
+
+def fit_complete_seeds(x: Any, Y: Any) -> dict[str, Any] | None:
+    """:func:`fit_power_law` on :func:`complete_seeds` of Y; None when fewer than two x values,
+    no complete seed, or a non-positive value leave nothing to fit."""
+    if len(x) < 2:
+        return None
+    Y = complete_seeds(Y)
+    if Y.shape[1] == 0 or np.any(Y <= 0):
+        return None
+    return fit_power_law(x, Y)
+
+
 def consistent(fit: dict[str, Any], theory: float, *, bound: bool = True) -> str:
     """Plain-language verdict on a measured exponent next to the theory's.
 

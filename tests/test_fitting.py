@@ -39,3 +39,16 @@ def test_single_seed_uses_ols_interval_and_verdicts():
     assert consistent({"ci": [-0.3, -0.1], "level": 0.95}, -0.5).startswith("NOT consistent")
     with pytest.raises(ValueError, match="x > 0 and finite Y > 0"):
         fit_power_law([1, 2], [1, -1])
+
+
+def test_fit_complete_seeds_drops_unfinished_seeds_and_says_none_when_nothing_is_left():
+    from ntkframe.fitting import complete_seeds, fit_complete_seeds
+
+    x = np.array([1.0, 2.0, 4.0, 8.0])
+    Y = np.stack([3.0 * x ** -0.5, 5.0 * x ** -0.5, np.r_[1.0, np.nan, 1.0, 1.0]], axis=1)
+    assert complete_seeds(Y).shape == (4, 2)
+    fit = fit_complete_seeds(x, Y)
+    assert fit["n_seeds"] == 2 and abs(fit["exponent"] + 0.5) < 1e-12
+    assert fit_complete_seeds(x[:1], Y[:1]) is None                  # one x value
+    assert fit_complete_seeds(x, np.full((4, 2), np.nan)) is None    # no complete seed
+    assert fit_complete_seeds(x, -Y[:, :2]) is None                  # not positive

@@ -53,7 +53,7 @@ from ..analytic import analytic_ntk
 from ..backend import to_numpy
 from ..config import Field
 from ..data import unit_sphere
-from ..fitting import consistent, fit_power_law
+from ..fitting import complete_seeds, consistent, fit_complete_seeds
 from ..kernels import empirical_ntk
 from ..models import TwoLayerNet
 from ..sweep import Task, task_seed
@@ -182,16 +182,6 @@ def growth_verdict(fit: dict[str, Any], theory: float, what: str) -> str:
             f"({what} grows faster than the bound allows)")
 
 
-def _fit(x: list, Y: np.ndarray) -> dict[str, Any] | None:
-    """fit_power_law on the seeds (columns) that have every value; None when too little is left."""
-    if len(x) < 2:
-        return None
-    Y = Y[:, np.all(np.isfinite(Y), axis=0)]
-    if Y.shape[1] == 0 or np.any(Y <= 0):
-        return None
-    return fit_power_law(x, Y)
-
-
 def _fmt_fit(fit: dict[str, Any] | None) -> str:
     if not fit:
         return "—"
@@ -301,8 +291,8 @@ class KernelConcentration(Experiment):
         ctx.save_arrays("arrays", widths=np.array(widths), ns=np.array(ns),
                         **{k: v for k, v in E.items()})
 
-        fits_m = {k: {str(n): _fit(widths, E[k][i]) for i, n in enumerate(ns)} for k in METRICS}
-        fits_n = {k: {str(m): _fit(ns, E[k][:, j]) for j, m in enumerate(widths)} for k in METRICS}
+        fits_m = {k: {str(n): fit_complete_seeds(widths, E[k][i]) for i, n in enumerate(ns)} for k in METRICS}
+        fits_n = {k: {str(m): fit_complete_seeds(ns, E[k][:, j]) for j, m in enumerate(widths)} for k in METRICS}
         shape = bound_shape(ns, delta)
         theory_n: dict[str, float | None] = {"spectral": effective_slope(ns, shape),
                                              "frobenius": effective_slope(ns, shape)}
@@ -381,7 +371,7 @@ class KernelConcentration(Experiment):
         # (a) against m, one series per n
         ax = axes[0, 0]
         for i, n in enumerate(ns):
-            Y = E[i][:, np.all(np.isfinite(E[i]), axis=0)]
+            Y = complete_seeds(E[i])
             if Y.shape[1]:
                 loglog_with_fit(ax, widths, Y, results["fits_vs_m"]["spectral"][str(n)],
                                 theory_slope=M_SLOPE if i == len(ns) - 1 else None, label=f"n = {n}",
@@ -393,7 +383,7 @@ class KernelConcentration(Experiment):
         ax = axes[0, 1]
         picks = sorted(set(np.linspace(0, len(widths) - 1, min(4, len(widths))).round().astype(int).tolist()))
         for c, j in enumerate(picks):
-            Y = E[:, j][:, np.all(np.isfinite(E[:, j]), axis=0)]
+            Y = complete_seeds(E[:, j])
             if Y.shape[1] and len(ns) >= 1:
                 loglog_with_fit(ax, ns, Y, results["fits_vs_n"]["spectral"][str(widths[j])], label=f"m = {widths[j]}",
                                 color=f"C{c}")

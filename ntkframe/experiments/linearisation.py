@@ -52,7 +52,7 @@ from ..backend import to_numpy
 from ..config import Field
 from ..data import regression_1d, teacher_labels, unit_sphere
 from ..errors import ConfigError
-from ..fitting import consistent, fit_power_law
+from ..fitting import complete_seeds, consistent, fit_complete_seeds
 from ..integrators import RK4, DormandPrince, Euler, Integrator
 from ..kernels import empirical_ntk
 from ..losses import MSE
@@ -263,8 +263,8 @@ class Linearisation(Experiment):
             if r["m"] in (widths[0], widths[-1]) and str(r["m"]) not in curves:
                 curves[str(r["m"])] = {"replicate": s, **r["curves"]}
         ctx.save_arrays("arrays", widths=np.array(widths), times=np.array(times), kernel_rel_error=rel, **A)
-        fits = {k: [self._fit(widths, A[k][i]) for i in range(len(times))] for k in GAPS}
-        rel_fit = self._fit(widths, rel)
+        fits = {k: [fit_complete_seeds(widths, A[k][i]) for i in range(len(times))] for k in GAPS}
+        rel_fit = fit_complete_seeds(widths, rel)
         data = self.data()
         Hs, Hst = self.hstar(data)
         kr = kernel_regression(Hs, Hst, data["y"]).mean
@@ -281,15 +281,6 @@ class Linearisation(Experiment):
                 "fits": fits, "fit_kernel_rel_error": rel_fit, "theory_slope": -0.5,
                 "fit_net_lin_test": fits["gap_net_lin_test"][-1], "fit_lin_hstar_test": fits["gap_lin_hstar_test"][-1],
                 "curves": curves, "data": info}
-
-    @staticmethod
-    def _fit(widths: list[int], Y: np.ndarray) -> dict[str, Any] | None:
-        if len(widths) < 2:
-            return None
-        Y = Y[:, np.all(np.isfinite(Y), axis=0)]
-        if Y.shape[1] == 0 or np.any(Y <= 0):
-            return None
-        return fit_power_law(widths, Y)
 
     # -- output ----------------------------------------------------------------------------------------
     @staticmethod
@@ -329,8 +320,7 @@ class Linearisation(Experiment):
                                 (axes[0, 1], ("gap_lin_hstar_train", "gap_lin_hstar_test", "gap_lin_mean_test"),
                                  "linearisation vs the H* flow")):
             for c, k in enumerate(keys):
-                Y = self._grid(results, k)
-                Y = Y[:, np.all(np.isfinite(Y), axis=0)]
+                Y = complete_seeds(self._grid(results, k))
                 if Y.shape[1] and np.all(Y > 0):
                     loglog_with_fit(ax, widths, Y, results["fits"][k][-1], label=GAPS[k][0], color=f"C{c}",
                                     theory_slope=-0.5 if c == 0 else None)

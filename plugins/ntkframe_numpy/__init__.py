@@ -134,7 +134,7 @@ class NumpyBackend(HostArrays):
 
         symmetric = F2 is None
         product = syrk_function(self.dtype_name) if symmetric else gemm_nt_function(self.dtype_name)
-        if ((not trace and k > 1) or product is None
+        if ((not trace and k > 1) or product is None or not F1
                 or not all(_blas_block(b, self.np_dtype) for b in F1 + (F2 or []))):
             return super().combine(F1, F2, k, trace)
         pairs = sorted(zip(F1, F1 if symmetric else F2), key=lambda p: p[0].right is None)  # Hadamard first
@@ -152,8 +152,6 @@ class NumpyBackend(HostArrays):
                 C = G if C is None else np.add(C, G, out=C)
             else:
                 C = product(*operands, alpha, C)
-        if C is None:
-            raise ValueError("the model has no trainable parameters: its NTK is identically zero")
         return _mirror_lower(C) if symmetric else C
 
     def mul_into(self, x: Any, y: Any) -> Any:
