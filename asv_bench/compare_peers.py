@@ -46,7 +46,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__))))
 
 import ntkframe as nf  # noqa: E402
-from ntkframe.backend import available_memory_bytes  # noqa: E402
+from ntkframe.core.backend import available_memory_bytes  # noqa: E402
 
 from benchmarks.common import make_backend, median_times, sphere, sync, two_layer_floor  # noqa: E402
 

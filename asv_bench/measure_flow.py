@@ -30,7 +30,7 @@ for path in (HERE, ROOT, os.path.join(ROOT, "plugins")):
 
 import ntkframe as nf  # noqa: E402
 from benchmarks.common import matmul_nt, median_times, sphere, sync  # noqa: E402
-from ntkframe.simulate import GradientFlow  # noqa: E402
+from ntkframe.flow.simulate import GradientFlow  # noqa: E402
 
 
 def measure(name: str, device: str | None, n: int, d: int, m: int, repeat: int) -> dict[str, Any]:

@@ -4,7 +4,7 @@
 
 1. TwoLayerNet (softplus, train="both") at N=2048, d=128, m=8192, symmetric H(X, X): the structured
    path next to torch's own GEMM floor, X Wᵀ plus two plain S Sᵀ with S of shape (N, m) — the
-   GEMMs any implementation of THEORY.md §2 must run — and the ratio floor/ours (> 1: faster than
+   GEMMs any implementation of docs/theory.md §2 must run — and the ratio floor/ours (> 1: faster than
    the plain GEMMs, which the triangular symmetric Gram makes possible).
 2. At N=512, d=64, m=2048 (where the N × P Jacobian fits): the structured path, the generic
    ``jacobian_contraction`` and ``ntk_vector_products`` side by side, with their agreement.

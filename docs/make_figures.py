@@ -2,7 +2,7 @@
 """Regenerate the documentation's figures and measured-exponent tables from real runs.
 
 For every *variant* (an example config with a few overrides) this script writes a temporary TOML,
-runs it with :func:`ntkframe.experiments.run_experiment`, and copies into ``docs/figures/<variant>/``
+runs it with :func:`ntkframe.runs.experiments.run_experiment`, and copies into ``docs/figures/<variant>/``
 
 - the run's PNG figures, unchanged;
 - ``summary.md``: a small Markdown table of the fitted exponents (with their 95 % intervals) beside
@@ -174,7 +174,7 @@ def summary_concentration(res: dict[str, Any], cfg: dict[str, Any]) -> list[str]
 
 
 def summary_linearisation(res: dict[str, Any], cfg: dict[str, Any]) -> list[str]:
-    from ntkframe.experiments.linearisation import GAPS
+    from ntkframe.runs.experiments.linearisation import GAPS
 
     times = res["times"]
     rows = []
@@ -283,8 +283,8 @@ def select(only: list[str] | None) -> list[str]:
 
 
 def make_variant(variant: str, out: Path, runs: Path, *, quick: bool, executor: str, workers: int) -> dict[str, Any]:
-    from ntkframe.config import load_toml
-    from ntkframe.experiments import run_experiment
+    from ntkframe.runs.config import load_toml
+    from ntkframe.runs.experiments import run_experiment
 
     example, overrides = VARIANTS[variant]
     base = load_toml(EXAMPLES / example)

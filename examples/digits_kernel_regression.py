@@ -5,7 +5,7 @@ puts them on the unit sphere (the two-layer net has no 1/√d), with one-hot lab
 two-layer network f(x) = (1/√m) Σ_r a_r σ(w_rᵀx) the script predicts the test digits with
 
 * kernel regression with H* — the infinitely wide network trained to convergence by gradient flow on
-  the MSE, averaged over initialisations (THEORY.md §3–4): mean H*(x, X)(H*(X, X) + εI)⁻¹Y;
+  the MSE, averaged over initialisations (docs/theory.md §3–4): mean H*(x, X)(H*(X, X) + εI)⁻¹Y;
 * kernel regression with the NNGP kernel — the same network with only the output layer trained
   (the Bayesian posterior mean of a Gaussian process with the network's prior);
 * the H* gradient flow stopped at finite times t (``nf.predict(..., t=t)``: early stopping).

@@ -12,21 +12,22 @@ cupy) load when their backend is built.
 
 from __future__ import annotations
 
-from . import data, predict  # noqa: F401 - nf.predict is the module, and calling it calls predict.predict
-from .activations import Activation, get_activation
-from .analytic import AnalyticNTK, analytic_ntk, nngp_kernel
-from .backend import Backend, backend_for, get_backend, list_backends, to_numpy
+from .runs import data  # noqa: F401 - nf.data: data sets
+from .theory import predict  # noqa: F401 - nf.predict is the module, and calling it calls predict.predict
+from .core.activations import Activation, get_activation
+from .theory.analytic import AnalyticNTK, analytic_ntk, nngp_kernel
+from .core.backend import Backend, backend_for, get_backend, list_backends, to_numpy
 from .errors import (BackendUnavailableError, ConfigError, DivergenceError, NtkframeError, PluginError,
                      UnknownNameError)
 from .hookspecs import hookimpl, hookspec
-from .integrators import RK4, DormandPrince, Euler, Integrator, KernelFlow
-from .kernels import IMPLEMENTATIONS, EmpiricalNTK, KernelEstimator, empirical_ntk
-from .outofcore import kernel_to_file, open_kernel
-from .losses import MSE, CrossEntropy, Logistic, Loss
-from .models import MLP, GramBlock, Model, TwoLayerNet
-from .montecarlo import MonteCarloNTK, MonteCarloResult, monte_carlo_ntk
+from .flow.integrators import RK4, DormandPrince, Euler, Integrator, KernelFlow
+from .core.kernels import IMPLEMENTATIONS, EmpiricalNTK, KernelEstimator, empirical_ntk
+from .core.outofcore import kernel_to_file, open_kernel
+from .flow.losses import MSE, CrossEntropy, Logistic, Loss
+from .core.models import MLP, GramBlock, Model, TwoLayerNet
+from .theory.montecarlo import MonteCarloNTK, MonteCarloResult, monte_carlo_ntk
 from .plugins import load_plugins
-from .simulate import Trajectory, simulate
+from .flow.simulate import Trajectory, simulate
 
 __version__ = "0.1.0"
 

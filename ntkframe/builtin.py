@@ -8,7 +8,7 @@ from .hookspecs import hookimpl
 
 @hookimpl
 def register_models(register):
-    from .models import MLP, TwoLayerNet
+    from .core.models import MLP, TwoLayerNet
 
     register("two_layer", TwoLayerNet)
     register("mlp", MLP)
@@ -16,7 +16,7 @@ def register_models(register):
 
 @hookimpl
 def register_activations(register):
-    from .activations import BUILTIN_ACTIVATIONS
+    from .core.activations import BUILTIN_ACTIVATIONS
 
     for name, act in BUILTIN_ACTIVATIONS.items():
         register(name, act)
@@ -24,7 +24,7 @@ def register_activations(register):
 
 @hookimpl
 def register_losses(register):
-    from .losses import BUILTIN_LOSSES
+    from .flow.losses import BUILTIN_LOSSES
 
     for name, cls in BUILTIN_LOSSES.items():
         register(name, cls)
@@ -32,7 +32,7 @@ def register_losses(register):
 
 @hookimpl
 def register_integrators(register):
-    from .integrators import BUILTIN_INTEGRATORS
+    from .flow.integrators import BUILTIN_INTEGRATORS
 
     for name, cls in BUILTIN_INTEGRATORS.items():
         register(name, cls)
@@ -40,9 +40,9 @@ def register_integrators(register):
 
 @hookimpl
 def register_kernel_estimators(register):
-    from .analytic import AnalyticNTK
-    from .kernels import EmpiricalNTK
-    from .montecarlo import MonteCarloNTK
+    from .theory.analytic import AnalyticNTK
+    from .core.kernels import EmpiricalNTK
+    from .theory.montecarlo import MonteCarloNTK
 
     register("empirical", EmpiricalNTK)
     register("analytic", AnalyticNTK)
@@ -51,12 +51,12 @@ def register_kernel_estimators(register):
 
 @hookimpl
 def register_experiments(register):
-    from .experiments.convergence import ResidualConvergence
-    from .experiments.drift import KernelDrift
-    from .experiments.train import Train
-    from .experiments.concentration import KernelConcentration
-    from .experiments.linearisation import Linearisation
-    from .experiments.width import WidthConvergence
+    from .runs.experiments.convergence import ResidualConvergence
+    from .runs.experiments.drift import KernelDrift
+    from .runs.experiments.train import Train
+    from .runs.experiments.concentration import KernelConcentration
+    from .runs.experiments.linearisation import Linearisation
+    from .runs.experiments.width import WidthConvergence
 
     register("width", WidthConvergence)
     register("drift", KernelDrift)

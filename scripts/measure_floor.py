@@ -2,7 +2,7 @@
 
     PYTHONPATH=.:plugins python scripts/measure_floor.py [--n 2048 --d 128 --m 8192] [--repeats 5]
 
-Floor = the library's own time for X Wᵀ plus two S Sᵀ of shape (N, m) (THEORY.md §2: the GEMMs the
+Floor = the library's own time for X Wᵀ plus two S Sᵀ of shape (N, m) (docs/theory.md §2: the GEMMs the
 symmetric two-layer Gram cannot avoid), measured interleaved with ours in the same process; the
 ratio floor/ours is what to compare across machines (≥ 1 means faster than the floor's GEMMs).
 """

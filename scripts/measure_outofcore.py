@@ -44,7 +44,7 @@ def main() -> None:
     import numpy as np
 
     import ntkframe as nf
-    from ntkframe.outofcore import tile_size
+    from ntkframe.core.outofcore import tile_size
 
     out = Path(args.out)
     need = args.n * args.n * 8

@@ -5,7 +5,7 @@ Run by hand (not in CI), from the repository root:
     python scripts/measure_sweeps.py examples/width.toml --repeat 3
     python scripts/measure_sweeps.py examples/width.toml --set data.n=256 --set experiment.seeds=16
 
-Each run is the command a user types (``python -m ntkframe.cli run CONFIG --executor ...``), so the
+Each run is the command a user types (``python -m ntkframe.runs.cli run CONFIG --executor ...``), so the
 "total" column includes interpreter start, worker start-up and writing the run folder; "sweep" is
 ``wall_time_s`` from results.json (the experiment's run, worker start-up included).  The measured
 values of every run are compared with the serial run's (largest relative difference printed;
@@ -92,7 +92,7 @@ def main() -> None:
             for r in range(args.repeat):
                 out = Path(tmp) / f"{ex}-{r}"
                 t0 = time.perf_counter()
-                subprocess.run([sys.executable, "-m", "ntkframe.cli", "run", str(cfg), "--out", str(out),
+                subprocess.run([sys.executable, "-m", "ntkframe.runs.cli", "run", str(cfg), "--out", str(out),
                                 "--executor", ex, "--workers", str(args.workers), "--no-progress"],
                                check=True, stdout=subprocess.DEVNULL)
                 totals.append(time.perf_counter() - t0)

@@ -22,7 +22,7 @@ def unit_sphere(n: int, d: int, seed: int) -> np.ndarray:
 
 
 def two_layer_jacobian(model: nf.TwoLayerNet, params: dict, X: np.ndarray) -> np.ndarray:
-    """J[n, c, p] written out from ∂f/∂a_r = cσ(w_rᵀx), ∂f/∂w_r = c a_r σ'(w_rᵀx) x (THEORY.md §2)."""
+    """J[n, c, p] written out from ∂f/∂a_r = cσ(w_rᵀx), ∂f/∂w_r = c a_r σ'(w_rᵀx) x (docs/theory.md §2)."""
     be = nf.get_backend("numpy")
     W = nf.to_numpy(params["W"]).astype(np.float64)
     a = nf.to_numpy(params["a"]).astype(np.float64)

@@ -7,7 +7,7 @@ import pytest
 from scipy import special
 
 import ntkframe as nf
-from ntkframe.activations import BUILTIN_ACTIVATIONS
+from ntkframe.core.activations import BUILTIN_ACTIVATIONS
 
 NAMES = sorted(BUILTIN_ACTIVATIONS)
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 import ntkframe as nf
-from ntkframe.activations import BUILTIN_ACTIVATIONS, Activation
-from ntkframe.analytic import choose_order, gaussian_moments, has_closed_form, quadrature_error
+from ntkframe.core.activations import BUILTIN_ACTIVATIONS, Activation
+from ntkframe.theory.analytic import choose_order, gaussian_moments, has_closed_form, quadrature_error
 
 from helpers import rel_err
 
@@ -34,7 +34,7 @@ def scaled_err(A: np.ndarray, B: np.ndarray) -> float:
 
 
 # ---------------------------------------------------------------------------------------------
-# the long Monte Carlo oracle: E over (w, a) of the per-neuron kernel, straight from THEORY.md §3
+# the long Monte Carlo oracle: E over (w, a) of the per-neuron kernel, straight from docs/theory.md §3
 # ---------------------------------------------------------------------------------------------
 X_MC = points(6, 3, seed=11)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ntkframe.cli import main
+from ntkframe.runs.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -112,7 +112,7 @@ def test_config_errors_name_the_file_key_and_what_is_allowed(tmp_path, capsys, t
 def test_console_script_runs_quickstart_from_a_subprocess(tmp_path):
     """The README's main job, exactly as a user types it (module form, so it needs no install)."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-    res = subprocess.run([sys.executable, "-m", "ntkframe.cli", "run", str(ROOT / "examples" / "quickstart.toml"),
+    res = subprocess.run([sys.executable, "-m", "ntkframe.runs.cli", "run", str(ROOT / "examples" / "quickstart.toml"),
                           "--out", str(tmp_path / "qs")], capture_output=True, text=True, timeout=300, env=env)
     assert res.returncode == 0, res.stderr
     assert "‖H(t) − H(0)‖₂ vs m" in res.stdout and "2048" in res.stdout

@@ -23,7 +23,7 @@ def _install_like_pip(tmp_path: Path) -> str:
 
 
 def _ntkframe(args, env):
-    return subprocess.run([sys.executable, "-m", "ntkframe.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "ntkframe.runs.cli", *args], capture_output=True, text=True,
                           env=env, timeout=300)
 
 

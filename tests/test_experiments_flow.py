@@ -11,9 +11,9 @@ import pytest
 
 import ntkframe as nf
 from ntkframe.errors import ConfigError
-from ntkframe.experiments import resolve_config, run_experiment
-from ntkframe.experiments.convergence import envelopes, late_rate
-from ntkframe.experiments.drift import METRICS, KernelDrift
+from ntkframe.runs.experiments import resolve_config, run_experiment
+from ntkframe.runs.experiments.convergence import envelopes, late_rate
+from ntkframe.runs.experiments.drift import METRICS, KernelDrift
 
 QUIET = dict(progress=False, echo=lambda *a, **k: None)
 

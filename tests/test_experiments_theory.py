@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from ntkframe.errors import ConfigError
-from ntkframe.experiments import rebuild_report, run_experiment
-from ntkframe.experiments.concentration import KernelConcentration, bound_shape, crossing_widths, effective_slope
-from ntkframe.experiments.linearisation import EXTRA, GAPS, Linearisation
-from ntkframe.sweep import task_seed
+from ntkframe.runs.experiments import rebuild_report, run_experiment
+from ntkframe.runs.experiments.concentration import KernelConcentration, bound_shape, crossing_widths, effective_slope
+from ntkframe.runs.experiments.linearisation import EXTRA, GAPS, Linearisation
+from ntkframe.runs.sweep import task_seed
 
 QUIET = {"echo": lambda *a, **k: None, "progress": False}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ntkframe.fitting import consistent, fit_power_law
+from ntkframe.runs.fitting import consistent, fit_power_law
 
 
 @pytest.mark.parametrize("exponent", [-0.5, -1.0, 0.75])
@@ -42,7 +42,7 @@ def test_single_seed_uses_ols_interval_and_verdicts():
 
 
 def test_fit_complete_seeds_drops_unfinished_seeds_and_says_none_when_nothing_is_left():
-    from ntkframe.fitting import complete_seeds, fit_complete_seeds
+    from ntkframe.runs.fitting import complete_seeds, fit_complete_seeds
 
     x = np.array([1.0, 2.0, 4.0, 8.0])
     Y = np.stack([3.0 * x ** -0.5, 5.0 * x ** -0.5, np.r_[1.0, np.nan, 1.0, 1.0]], axis=1)

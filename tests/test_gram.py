@@ -111,7 +111,7 @@ def test_cross_backend_agreement_same_seed(backend):
 @pytest.mark.parametrize("outputs,trace", [(1, False), (3, True)])
 @pytest.mark.parametrize("second", [None, 170], ids=["symmetric", "X1-X2"])
 def test_numpy_blas_combine_equals_generic_combine(dtype, tol, outputs, trace, second):
-    from ntkframe.backend import combine_blocks
+    from ntkframe.core.backend import combine_blocks
 
     be = nf.get_backend("numpy", dtype=dtype)
     model = nf.MLP(d=6, widths=[40, 30], activation="softplus", bias=True, outputs=outputs)

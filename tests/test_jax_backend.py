@@ -102,7 +102,7 @@ def test_owns_from_array_and_to_numpy(be, be32):
     x = be32.asarray(np.ones(3))
     assert type(be).owns(x) and not type(be).owns(np.ones(3))
     assert nf.backend_for(x) is type(be)
-    inferred = nf.backend.infer_backend(x)
+    inferred = nf.core.backend.infer_backend(x)
     assert inferred.name == "jax" and inferred.device == "cpu" and inferred.dtype_name == "float32"
     np.testing.assert_array_equal(nf.to_numpy(be.asarray([1.0, 2.0])), [1.0, 2.0])
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import ntkframe as nf
-import ntkframe.outofcore as oc
-from ntkframe.outofcore import kernel_to_file, tile_size
+import ntkframe.core.outofcore as oc
+from ntkframe.core.outofcore import kernel_to_file, tile_size
 
 N1, N2, D = 53, 31, 5
 

@@ -7,7 +7,7 @@ import pytest
 from scipy.integrate import solve_ivp
 
 import ntkframe as nf
-from ntkframe.predict import gradient_descent_mse, kernel_regression
+from ntkframe.theory.predict import gradient_descent_mse, kernel_regression
 
 
 def sphere(n: int, d: int, seed: int) -> np.ndarray:
@@ -138,7 +138,7 @@ def test_multi_output_scalar_and_per_output_kernels_agree(problem):
 
 def test_nf_predict_is_callable_module():
     assert callable(nf.predict) and nf.predict.kernel_regression is kernel_regression
-    import ntkframe.predict as module
+    import ntkframe.theory.predict as module
 
     assert module is nf.predict
 

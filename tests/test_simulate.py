@@ -1,5 +1,5 @@
 """simulate(): gradient flow against exact oracles (KernelFlow, hand-written gradient descent, the
-convergence bound of THEORY.md §4), across backends, with divergence, checkpoints and save/load."""
+convergence bound of docs/theory.md §4), across backends, with divergence, checkpoints and save/load."""
 
 from __future__ import annotations
 
@@ -97,7 +97,7 @@ def test_wide_network_tracks_kernel_flow_closer_as_width_grows():
 
 
 def test_recorded_residual_obeys_the_lambda_min_bound():
-    """‖r(t)‖² ≤ exp(−(2/N)∫₀ᵗ λ_min(H(s)) ds)‖r(0)‖² (THEORY.md §4), the integral bounded below by
+    """‖r(t)‖² ≤ exp(−(2/N)∫₀ᵗ λ_min(H(s)) ds)‖r(0)‖² (docs/theory.md §4), the integral bounded below by
     Σ min(λ_a, λ_b)Δt on a fine grid of record times."""
     X, y = _data(8, 8, seed=6)
     N = X.shape[0]

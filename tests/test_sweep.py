@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 
 import ntkframe as nf
-from ntkframe.cli import main
-from ntkframe.config import Field
-from ntkframe.experiments import Experiment, run_experiment
+from ntkframe.runs.cli import main
+from ntkframe.runs.config import Field
+from ntkframe.runs.experiments import Experiment, run_experiment
 from ntkframe.plugins import register_plugin, unregister_plugin
-from ntkframe.runs import RunContext
-from ntkframe.sweep import Runner, Task, execute, task_filename, task_seed
+from ntkframe.runs.rundir import RunContext
+from ntkframe.runs.sweep import Runner, Task, execute, task_filename, task_seed
 
 SEEDS = 16
 CFG = f"""
@@ -140,7 +140,7 @@ def test_a_killed_sweep_resumes_and_ends_with_every_point_exactly_once(config, s
     run = tmp_path / "killed"
     tasks = run / "tasks"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-    proc = subprocess.Popen([sys.executable, "-m", "ntkframe.cli", "run", str(config), "--out", str(run),
+    proc = subprocess.Popen([sys.executable, "-m", "ntkframe.runs.cli", "run", str(config), "--out", str(run),
                              "--no-progress"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     try:

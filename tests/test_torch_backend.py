@@ -156,7 +156,7 @@ def test_conversion_helpers(tbe32):
     t = tbe32.asarray(np.ones((2, 2)))
     assert type(tbe32).owns(t) and not type(tbe32).owns(np.ones(2))
     assert isinstance(nf.to_numpy(t), np.ndarray) and nf.to_numpy(t).dtype == np.float32
-    be = nf.backend.infer_backend(t)
+    be = nf.core.backend.infer_backend(t)
     assert be.name == "torch" and be.dtype_name == "float32" and be.device == "cpu"
     assert tbe32.astype(t, torch.float64).dtype == torch.float64
 

@@ -52,8 +52,8 @@ class RK4Step(FlowSetup):
     param_names = ["backend", "size"]
 
     def setup(self, backend: str, size: str) -> None:
-        RK4 = require("ntkframe.integrators", "RK4")
-        MSE = require("ntkframe.losses", "MSE")
+        RK4 = require("ntkframe.flow.integrators", "RK4")
+        MSE = require("ntkframe.flow.losses", "MSE")
         self.setup_problem(backend, size)
         self.integrator, loss = RK4(h=STEP), MSE()
         model, be, X, y, n = self.model, self.be, self.X, self.y, self.X.shape[0]

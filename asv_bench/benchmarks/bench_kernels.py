@@ -24,8 +24,8 @@ SAMPLES_ARGS = ("n_samples", "samples", "num_samples", "n_inits", "n")
 
 
 def estimator_class(name: str) -> Any:
-    """``nf.<name>`` or ``ntkframe.kernels``/``ntkframe.analytic``'s, else NotImplementedError (skip)."""
-    for module in ("ntkframe", "ntkframe.kernels", "ntkframe.analytic"):
+    """``nf.<name>`` or ``ntkframe.core.kernels``/``ntkframe.theory.analytic``'s, else NotImplementedError (skip)."""
+    for module in ("ntkframe", "ntkframe.core.kernels", "ntkframe.theory.analytic"):
         try:
             found = getattr(importlib.import_module(module), name, None)
         except ImportError:

@@ -17,7 +17,7 @@ def _cell(text: object) -> str:
 
 
 def reference_markdown(schemas: dict) -> str:
-    """:func:`ntkframe.config.reference_markdown`, with the ``|`` inside cells escaped for MyST."""
+    """:func:`ntkframe.runs.config.reference_markdown`, with the ``|`` inside cells escaped for MyST."""
     head = ["| table | key | type | default | meaning |", "|---|---|---|---|---|"]
     rows = []
     for title, schema in schemas.items():
@@ -30,7 +30,7 @@ def reference_markdown(schemas: dict) -> str:
 
 
 def _config_reference() -> str:
-    from ntkframe.config import COMMON
+    from ntkframe.runs.config import COMMON
     from ntkframe.plugins import registry
 
     schemas = {"Tables every run has": COMMON}
@@ -45,7 +45,7 @@ def _config_reference() -> str:
 def _cli_reference() -> str:
     import click
 
-    from ntkframe.cli import _add_plugin_commands, cli
+    from ntkframe.runs.cli import _add_plugin_commands, cli
 
     _add_plugin_commands()
     lines = ["# Command-line reference", "", "Generated from the commands' own help texts.", ""]

@@ -4,7 +4,7 @@ CuPy mirrors NumPy's API, so this backend is the NumPy plugin's :class:`HostArra
 conversion, dtype handling) plus what differs on a GPU: device selection, ``erf`` from
 ``cupyx.scipy.special``, ``.get()`` back to the host, device synchronisation, free device memory
 for ``block_size="auto"``; the elementwise passes run as single GPU kernels (the base
-``map_rows``), and the hot path is :meth:`ntkframe.backend.Backend.jacobian_gram` unchanged.
+``map_rows``), and the hot path is :meth:`ntkframe.core.backend.Backend.jacobian_gram` unchanged.
 
 Nothing here imports cupy at module level: availability is ``importlib.util.find_spec("cupy")``.
 """
@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ntkframe import hookimpl
-from ntkframe.backend import MEMORY_FRACTION, framework_availability
+from ntkframe.core.backend import MEMORY_FRACTION, framework_availability
 from ntkframe.errors import BackendUnavailableError
 from ntkframe_numpy import HostArrays
 

@@ -4,11 +4,11 @@ Nothing here imports jax at module level: :meth:`JaxBackend.availability` only l
 package (``importlib.util.find_spec``), and jax is imported when a backend is built.
 
 Hot path.  For a structured ntkframe model (TwoLayerNet, MLP) the NTK is contracted from the
-model's Jacobian factors (THEORY.md §2),
+model's Jacobian factors (docs/theory.md §2),
 
     H = Σ_blocks scale · (L₁L₂ᵀ) ⊙ (R₁R₂ᵀ),
 
-exactly as :func:`ntkframe.backend.combine_blocks` does on every backend, but the factor
+exactly as :func:`ntkframe.core.backend.combine_blocks` does on every backend, but the factor
 computation and the contraction of a tile run inside one ``jax.jit``: XLA fuses the elementwise
 activation passes and the Hadamard products around the GEMMs, and a tile costs one dispatch.
 """
@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ntkframe.backend import MEMORY_FRACTION, Backend, combine_blocks, framework_availability
+from ntkframe.core.backend import MEMORY_FRACTION, Backend, combine_blocks, framework_availability
 from ntkframe.errors import BackendUnavailableError
 
 #: frameworks whose arrays the JAX backend refuses (never a silent copy between frameworks)
@@ -34,11 +34,11 @@ _PYTREE = {"registered": False}
 
 
 def _register_gram_block(jax: Any) -> None:
-    """Make :class:`ntkframe.models.GramBlock` a JAX pytree (arrays: left, right; static: the rest),
+    """Make :class:`ntkframe.core.models.GramBlock` a JAX pytree (arrays: left, right; static: the rest),
     so that lists of factors can cross a ``jax.jit`` boundary.  Done once per process."""
     if _PYTREE["registered"]:
         return
-    from ntkframe.models import GramBlock
+    from ntkframe.core.models import GramBlock
 
     try:
         jax.tree_util.register_dataclass(GramBlock, data_fields=["left", "right"],
@@ -292,7 +292,7 @@ class JaxBackend(Backend):
                       block_size: int | str | None = None, trace: bool = False) -> Any:
         """The empirical NTK of a structured model, H = Σ scale·(L₁L₂ᵀ) ⊙ (R₁R₂ᵀ), jitted.
 
-        Same contract as :meth:`ntkframe.backend.Backend.jacobian_gram`: X1 (N1, d), X2 (N2, d) or
+        Same contract as :meth:`ntkframe.core.backend.Backend.jacobian_gram`: X1 (N1, d), X2 (N2, d) or
         None (symmetric H(X1, X1)); result (N1, N2) for one output or ``trace=True``, else
         (N1, N2, k, k), a jax array on this backend's device.
 
@@ -331,7 +331,7 @@ class JaxBackend(Backend):
         ``model`` is a pure function ``f(params, X)`` — ``params`` any pytree of floating arrays
         (every leaf is moved to this backend's device and cast to its dtype), ``X`` a batch
         (N, ...) — returning (N,) or (N, k) (more axes are flattened into k), treating samples
-        independently (no batch statistics); or an ntkframe :class:`~ntkframe.models.Model`,
+        independently (no batch statistics); or an ntkframe :class:`~ntkframe.core.models.Model`,
         differentiated through ``model.apply`` with respect to its ``trainable`` groups only.
         ``X2=None`` means H(X1, X1).  Result: (N1, N2) for one output or with ``trace=True``
         (the mean over outputs, (1/k) Σ_c J_c(X1) J_c(X2)ᵀ), else (N1, N2, k, k) with

@@ -6,7 +6,7 @@ is linear in the batch where it should be), both tiled by ``block_size``:
 
 * ``jacobian_contraction``: per-sample Jacobians J(x) = ∂f(x)/∂θ (``vmap(jacrev)``), leaf by
   leaf of the parameter pytree, then H = Σ_leaves J₁J₂ᵀ with one GEMM per leaf (through
-  :func:`ntkframe.backend.combine_blocks`, the same contraction the structured path uses).
+  :func:`ntkframe.core.backend.combine_blocks`, the same contraction the structured path uses).
 * ``ntk_vector_products``: no Jacobian matrix; for each x' and output c' the VJP gives the
   parameter-space vector v = J(x')ᵀe_c', and a JVP of f on the whole X1 along v gives the column
   J(X1)J(x')ᵀe_c' = H[:, x', :, c'].  Both are ``vmap``-ed over x' and c'.
@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from ntkframe.backend import combine_blocks
+from ntkframe.core.backend import combine_blocks
 
 from .backend import JaxBackend, model_key, n_params, rows_at
 
@@ -39,8 +39,8 @@ def generic_jacobian_gram(be: JaxBackend, model: Any, params: Any, X1: Any, X2: 
                           implementation: str = "auto", block_size: int | str | None = None,
                           trace: bool = False) -> Any:
     """See :meth:`JaxBackend.generic_jacobian_gram` (the public entry point)."""
-    from ntkframe.kernels import IMPLEMENTATIONS
-    from ntkframe.models import Model
+    from ntkframe.core.kernels import IMPLEMENTATIONS
+    from ntkframe.core.models import Model
 
     if implementation not in IMPLEMENTATIONS:
         raise ValueError(f"unknown implementation {implementation!r}; allowed: {', '.join(IMPLEMENTATIONS)}")
@@ -162,7 +162,7 @@ def _generic_functions(be: JaxBackend, fn: Any, trace: bool) -> dict[str, Any]:
     """
     jax = be._jax
     jnp = be.xp
-    from ntkframe.models import GramBlock
+    from ntkframe.core.models import GramBlock
 
     def one(p: Any, c: Any, x: Any) -> Any:
         """One sample's outputs, flattened to (k,)."""

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from ntkframe import hookimpl
-from ntkframe.backend import Backend, cpu_threads
+from ntkframe.core.backend import Backend, cpu_threads
 
 #: arrays smaller than this run their elementwise work on the calling thread (below ~1M elements
 #: the hand-off costs more than it saves, and competes with OpenBLAS threads still spinning)
@@ -89,7 +89,7 @@ class NumpyBackend(HostArrays):
         With ``overwrite`` and a fused kernel (softplus), σ(z) is written over ``z``: one N × m
         allocation (and its page faults) fewer on the hot path.
         """
-        from ntkframe.activations import BUILTIN_ACTIVATIONS
+        from ntkframe.core.activations import BUILTIN_ACTIVATIONS
 
         if z.ndim != 2:
             return super().activation_joint(act, z, dscale)
@@ -128,7 +128,7 @@ class NumpyBackend(HostArrays):
         with β = 1 straight into the running sum.  Symmetric (``F2`` None): ``syrk`` into one lower
         triangle, mirrored once at the end, where ``A @ A.T`` allocates and mirrors every product;
         otherwise ``gemm``.  The BLAS is NumPy's own (:mod:`ntkframe_numpy._blas`); where it cannot
-        be reached, or for k × k output blocks, the generic :func:`~ntkframe.backend.combine_blocks`.
+        be reached, or for k × k output blocks, the generic :func:`~ntkframe.core.backend.combine_blocks`.
         """
         from ._blas import gemm_nt_function, syrk_function
 

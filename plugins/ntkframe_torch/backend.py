@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ntkframe.backend import MEMORY_FRACTION, Backend, available_memory_bytes, framework_availability
+from ntkframe.core.backend import MEMORY_FRACTION, Backend, available_memory_bytes, framework_availability
 from ntkframe.errors import BackendUnavailableError
 
 #: arrays of these frameworks are refused by ``asarray`` (no silent copies between frameworks)
@@ -54,7 +54,7 @@ class TorchBackend(Backend):
 
     ``xp`` is the ``torch`` module itself: the models' array code (``xp.exp``, ``xp.where``,
     ``X @ W.T``...) runs unchanged on tensors.  The structured hot path
-    :meth:`~ntkframe.backend.Backend.jacobian_gram` is the base class's, on this backend's GEMMs,
+    :meth:`~ntkframe.core.backend.Backend.jacobian_gram` is the base class's, on this backend's GEMMs,
     with no Python loop over samples; :meth:`generic_jacobian_gram` adds the NTK of any torch
     model by automatic differentiation (``torch.func``).
     """

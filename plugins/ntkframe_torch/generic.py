@@ -1,11 +1,11 @@
 """Generic Jacobian-Gram for any torch model: the empirical NTK by automatic differentiation (torch.func).
 
-The structured path (:meth:`ntkframe.backend.Backend.jacobian_gram`) needs a model that gives its
+The structured path (:meth:`ntkframe.core.backend.Backend.jacobian_gram`) needs a model that gives its
 Jacobian as factors.  Here the model is anything differentiable: a torch ``nn.Module``, a pure
-function ``f(params, X)``, or an ntkframe :class:`~ntkframe.models.Model` (so the generic paths can
+function ``f(params, X)``, or an ntkframe :class:`~ntkframe.core.models.Model` (so the generic paths can
 be checked against the structured one).  With J(X) the (N·k) × P Jacobian of the outputs,
 
-    H(X1, X2)[i, j, c, c'] = ∂f_c(x1_i)/∂θ · ∂f_c'(x2_j)/∂θ      (THEORY.md §1)
+    H(X1, X2)[i, j, c, c'] = ∂f_c(x1_i)/∂θ · ∂f_c'(x2_j)/∂θ      (docs/theory.md §1)
 
 and two algorithms compute it (Novak et al. 2022, "Fast finite width neural tangent kernel"):
 
@@ -24,11 +24,11 @@ and two algorithms compute it (Novak et al. 2022, "Fast finite width neural tang
     sample and k is large (it avoids the k² of the contraction).
 ``"auto"``
     ``"jacobian_contraction"`` when the Jacobians (and per-sample activations) of the rows alive
-    at once fit in :meth:`~ntkframe.backend.Backend.memory_budget` — all N1 + N2 rows without
+    at once fit in :meth:`~ntkframe.core.backend.Backend.memory_budget` — all N1 + N2 rows without
     ``block_size``, 2b with ``block_size=b``, and with ``block_size="auto"`` when a tile of at least
     min(N, 32) rows fits — and ``"ntk_vector_products"`` otherwise.
 ``"structured"``
-    an ntkframe model's factors (:meth:`~ntkframe.backend.Backend.jacobian_gram`): for TwoLayerNet
+    an ntkframe model's factors (:meth:`~ntkframe.core.backend.Backend.jacobian_gram`): for TwoLayerNet
     and MLP it beats both by far (GEMMs on N × m factors, never the N × P Jacobian).
 
 Inside the ``torch.func`` transforms an ntkframe Model sees a torch namespace whose ``isfinite``
@@ -101,7 +101,7 @@ def generic_jacobian_gram(be: Any, model: Any, params: Any, X1: Any, X2: Any | N
         ``module.eval()`` first if it has batch norm or dropout, since the NTK needs f(x) to depend
         on x alone.
       * a pure function ``f(params, X)`` with ``params`` a dict of name -> tensor (or NumPy array).
-      * an ntkframe :class:`~ntkframe.models.Model`: ``model.apply(params, X)``, differentiated in
+      * an ntkframe :class:`~ntkframe.core.models.Model`: ``model.apply(params, X)``, differentiated in
         ``model.trainable`` only (so it equals the structured path).
 
     ``f`` maps a batch X of shape (N, ...) to outputs (N,) or (N, 1) (scalar: k = 1) or (N, k)
@@ -114,8 +114,8 @@ def generic_jacobian_gram(be: Any, model: Any, params: Any, X1: Any, X2: Any | N
     ``"jacobian_contraction"``, ``"ntk_vector_products"``, ``"structured"``; the module docstring
     (:mod:`ntkframe_torch.generic`) says when each wins.
     """
-    from ntkframe.kernels import IMPLEMENTATIONS
-    from ntkframe.models import Model
+    from ntkframe.core.kernels import IMPLEMENTATIONS
+    from ntkframe.core.models import Model
 
     if implementation not in IMPLEMENTATIONS:
         raise ValueError(f"unknown implementation {implementation!r}; allowed: {', '.join(IMPLEMENTATIONS)}")
@@ -164,7 +164,7 @@ def generic_jacobian_gram(be: Any, model: Any, params: Any, X1: Any, X2: Any | N
 
 def _prepare(be: Any, model: Any, params: Any, X1: Any, X2: Any | None) -> tuple[_Problem, Any, Any]:
     """Reduce ``model`` to f(p, X), convert and check the inputs, and probe k and the activation size."""
-    from ntkframe.models import Model
+    from ntkframe.core.models import Model
 
     torch = be.xp
     if isinstance(model, Model):

@@ -1,6 +1,6 @@
 """Experiment ``concentration``: how far the NTK at initialisation lies from H*, against width m and N.
 
-THEORY.md §4, claim 2 (Du et al. 2019): for ε > 0, if m = Ω(ε⁻² n² log(n/δ)) then
+docs/theory.md §4, claim 2 (Du et al. 2019): for ε > 0, if m = Ω(ε⁻² n² log(n/δ)) then
 P(‖H(0) − H*‖ ≤ ε) ≥ 1 − δ.  Read the other way, at fixed n and confidence 1 − δ the error bound is
 
     ε(m, n) ∝ n √(log(n/δ) / m),
@@ -8,7 +8,7 @@ P(‖H(0) − H*‖ ≤ ε) ≥ 1 − δ.  Read the other way, at fixed n and co
 so ‖H(0) − H*‖ falls like m^(−1/2) and grows at most like n√log(n/δ) (the bound comes from entrywise
 Hoeffding and a union bound over the n² entries, ‖·‖₂ ≤ ‖·‖_F ≤ n·max|ΔH_ij|, so the same shape bounds
 the Frobenius norm).  H(0) = (1/m) Σ_r Z_r is a mean of m i.i.d. matrices with mean H* (the two-layer
-net's empirical kernel is unbiased, THEORY.md §3), so the m^(−1/2) rate is exact, not just a bound; the
+net's empirical kernel is unbiased, docs/theory.md §3), so the m^(−1/2) rate is exact, not just a bound; the
 n-dependence is an upper bound, and the measured exponent is reported beside it, never bent toward it.
 
 What a run measures, for TwoLayerNet on n inputs on the unit sphere S^(d−1) (nested: the first n rows
@@ -49,13 +49,13 @@ from typing import Any
 
 import numpy as np
 
-from ..analytic import analytic_ntk
-from ..backend import to_numpy
+from ...theory.analytic import analytic_ntk
+from ...core.backend import to_numpy
 from ..config import Field
 from ..data import unit_sphere
 from ..fitting import complete_seeds, consistent, fit_complete_seeds
-from ..kernels import empirical_ntk
-from ..models import TwoLayerNet
+from ...core.kernels import empirical_ntk
+from ...core.models import TwoLayerNet
 from ..sweep import Task, task_seed
 from .base import MODEL_TABLE, Experiment, format_table
 
@@ -453,7 +453,7 @@ class KernelConcentration(Experiment):
         lines = ["# Concentration of the NTK at initialisation", "",
                  f"σ = {mc['activation']}, train = {mc['train']}, output_init = {mc['output_init']}, inputs uniform on "
                  f"S^{self.config['data']['d'] - 1} (nested in n), {results['seeds']} seeds per (m, n).", "",
-                 "**Claim** (THEORY.md §4, claim 2; Du et al. 2019): if m = Ω(ε⁻² n² log(n/δ)) then "
+                 "**Claim** (docs/theory.md §4, claim 2; Du et al. 2019): if m = Ω(ε⁻² n² log(n/δ)) then "
                  "P(‖H(0) − H*‖ ≤ ε) ≥ 1 − δ. Equivalently, at confidence 1 − δ the error is at most of order "
                  "n·√(log(n/δ)/m): it falls like m^(−1/2) and grows at most like n√log(n/δ). H(0) is a mean of m "
                  "i.i.d. matrices with mean H*, so the rate in m is exact; the growth in n is an upper bound.", ""]

@@ -1,23 +1,23 @@
 """Experiment ``linearisation``: a trained network against its linearisation and against H* kernel regression.
 
-THEORY.md §4 (Linearisation; Lee et al. 2019).  Three predictors trained by gradient flow on the mean
+docs/theory.md §4 (Linearisation; Lee et al. 2019).  Three predictors trained by gradient flow on the mean
 MSE L = (1/N) Σ_i ½(f(x_i) − y_i)² for a time t:
 
 * **f_net(t)** — the network itself, θ following dθ/dt = −∇θL (a parameter-space integrator:
-  Dormand–Prince or RK4, :func:`ntkframe.simulate`);
+  Dormand–Prince or RK4, :func:`ntkframe.flow.simulate`);
 * **f_lin(t)** — its linearisation around θ(0), the exact solution with the frozen kernel H(0) =
-  V Λ Vᵀ (:class:`~ntkframe.integrators.KernelFlow`):
+  V Λ Vᵀ (:class:`~ntkframe.flow.integrators.KernelFlow`):
   f_lin(X, t) − y = V e^{−tΛ/N} Vᵀ (f(X, 0) − y),
   f_lin(x, t) = f(x, 0) − H(x, X) V diag((1 − e^{−tλ_i/N})/λ_i) Vᵀ (f(X, 0) − y);
 * **f_H*(t)** — the same formula with the infinite-width kernel H* in place of H(0)
-  (:func:`ntkframe.predict.gradient_descent_mse`), started from the *same* initial function f(·, 0);
+  (:func:`ntkframe.theory.predict.gradient_descent_mse`), started from the *same* initial function f(·, 0);
   and **f̄_H*(t)**, started from f ≡ 0: the mean over initialisations of the infinite-width network,
-  which at t = ∞ is kernel regression with H* (:func:`ntkframe.predict.kernel_regression`).
+  which at t = ∞ is kernel regression with H* (:func:`ntkframe.theory.predict.kernel_regression`).
 
 Claims: the network tracks its linearisation, sup_t ‖f_net(t) − f_lin(t)‖ = O(m^(−1/2)) (an upper
 bound: a steeper decay is consistent with it; Lee et al.'s constant grows as λ_min(H*) → 0, so the
 report gives λ_min(H*) and how many eigenvalues of H* lie below the kernel's fluctuation ‖H(0) − H*‖₂),
-and f_lin − f_H* is first order in H(0) − H*, which is exactly O(m^(−1/2)) (THEORY.md §4, claim 2).
+and f_lin − f_H* is first order in H(0) − H*, which is exactly O(m^(−1/2)) (docs/theory.md §4, claim 2).
 No claim is made about f_lin − f̄_H*: f(·, 0) is a draw from the NNGP, O(1) at every width; the flow
 removes it on the training inputs, and off them only as far as the training inputs determine the
 function (nearly completely on the circle, where the smooth kernels are nearly band-limited; not on a
@@ -35,7 +35,7 @@ inputs on an even grid of angles, so the figure shows the three predictors as fu
 The lift acts as a bias: without it (ℓ = 0) the NTK of a bias-free two-layer net with softplus or relu
 has zero eigenvalues on every odd frequency ≥ 3 (σ(z) − z/2 is even for both), and tanh's on every even
 frequency, so such targets cannot be learnt at all.  ``teacher`` — unit-sphere inputs labelled by a
-random two-layer teacher (THEORY.md default), fresh sphere points as test inputs.
+random two-layer teacher (docs/theory.md default), fresh sphere points as test inputs.
 """
 
 from __future__ import annotations
@@ -47,18 +47,18 @@ from typing import Any
 
 import numpy as np
 
-from ..analytic import analytic_ntk
-from ..backend import to_numpy
+from ...theory.analytic import analytic_ntk
+from ...core.backend import to_numpy
 from ..config import Field
 from ..data import regression_1d, teacher_labels, unit_sphere
-from ..errors import ConfigError
+from ...errors import ConfigError
 from ..fitting import complete_seeds, consistent, fit_complete_seeds
-from ..integrators import RK4, DormandPrince, Euler, Integrator
-from ..kernels import empirical_ntk
-from ..losses import MSE
-from ..models import TwoLayerNet
-from ..predict import gradient_descent_mse, kernel_regression
-from ..simulate import simulate
+from ...flow.integrators import RK4, DormandPrince, Euler, Integrator
+from ...core.kernels import empirical_ntk
+from ...flow.losses import MSE
+from ...core.models import TwoLayerNet
+from ...theory.predict import gradient_descent_mse, kernel_regression
+from ...flow.simulate import simulate
 from ..sweep import Task, task_seed
 from .base import Experiment, format_table
 from .concentration import THEORY_MODEL_TABLE, data_ticks, distinct, open_unit_interval
@@ -374,7 +374,7 @@ class Linearisation(Experiment):
                  f"σ = {mc['activation']}, train = {mc['train']}, output_init = {mc['output_init']}; data: {what}; "
                  f"integrator {ic['kind']}; {results['seeds']} seeds per width; times t = "
                  f"{', '.join(f'{t:g}' for t in times)} (mean-loss gradient-flow time).", "",
-                 "**Claims** (THEORY.md §4, Linearisation; Lee et al. 2019): a wide network trained by gradient flow "
+                 "**Claims** (docs/theory.md §4, Linearisation; Lee et al. 2019): a wide network trained by gradient flow "
                  "tracks its linearisation f_lin (the exact flow with the frozen kernel H(0)) with a gap that shrinks "
                  "as m grows, typically like m^(−1/2) (an upper bound); and f_lin differs from the same flow with H* by "
                  "a term first order in H(0) − H* = O(m^(−1/2)). Distances are root-mean-square over the points.", ""]

@@ -5,7 +5,7 @@ and the hot path :meth:`Backend.jacobian_gram`, which evaluates the neural tange
 
     H(x, x') = ∇θf(x)ᵀ ∇θf(x')  =  Σ_blocks  scale · (L₁L₂ᵀ) ⊙ (R₁R₂ᵀ)
 
-from the Jacobian *factors* a structured model provides (THEORY.md §2), with GEMMs only and
+from the Jacobian *factors* a structured model provides (docs/theory.md §2), with GEMMs only and
 without forming the N × P Jacobian.  Backends for other frameworks subclass :class:`Backend` and
 override what their framework does differently (array conversion, devices, erf, in-place tiles).
 """
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from .errors import BackendUnavailableError, UnknownNameError
+from ..errors import BackendUnavailableError, UnknownNameError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .models import GramBlock, Model
@@ -310,7 +310,7 @@ class Backend:
 
 def combine_blocks(be: Backend, F1: list["GramBlock"], F2: list["GramBlock"] | None,
                    k: int, trace: bool) -> Any:
-    """Σ_blocks scale · (L₁L₂ᵀ) ⊙ (R₁R₂ᵀ), the NTK from Jacobian factors (THEORY.md §2).
+    """Σ_blocks scale · (L₁L₂ᵀ) ⊙ (R₁R₂ᵀ), the NTK from Jacobian factors (docs/theory.md §2).
 
     A block's ``left`` is (N, p) when ``diagonal`` (it contributes δ_cc' L₁L₂ᵀ: last-layer
     weights), else (N, k', p) with k' = k outputs, or k' = 1 when the model already reduced it.
@@ -357,7 +357,7 @@ def list_backends(devices: bool = False) -> dict[str, dict[str, Any]]:
     ``availability`` only looks for the framework (no import); ``devices=True`` also imports each
     available framework to list its devices (as ``ntkframe plugins`` does).
     """
-    from .plugins import registry
+    from ..plugins import registry
 
     out = {}
     for entry in registry("backends"):
@@ -387,7 +387,7 @@ def get_backend(name: str | Backend = "numpy", device: str | None = None, dtype:
     """
     if isinstance(name, Backend):
         return name
-    from .plugins import registry
+    from ..plugins import registry
 
     reg = registry("backends")
     if name not in reg:
@@ -398,7 +398,7 @@ def get_backend(name: str | Backend = "numpy", device: str | None = None, dtype:
 
 def backend_for(x: Any) -> type[Backend] | None:
     """The registered backend class whose framework owns array ``x`` (NumPy arrays: numpy)."""
-    from .plugins import registry
+    from ..plugins import registry
 
     for entry in registry("backends"):
         try:

@@ -1,4 +1,4 @@
-"""Experiment ``convergence``: the training residual against the linear-convergence envelopes of THEORY.md §4.
+"""Experiment ``convergence``: the training residual against the linear-convergence envelopes of docs/theory.md §4.
 
 For MSE, ℓ = ½(f − y)², with r(t) = f(X, t) − y on the N training inputs, gradient flow on the mean
 loss gives d‖r‖²/dt = −(2/N) rᵀH(t)r along *any* trajectory, hence
@@ -29,12 +29,12 @@ from typing import Any
 
 import numpy as np
 
-from ..analytic import analytic_ntk
+from ...theory.analytic import analytic_ntk
 from ..config import Field
 from ..fitting import consistent, fit_power_law
-from ..losses import MSE
-from ..models import TwoLayerNet
-from ..simulate import simulate
+from ...flow.losses import MSE
+from ...core.models import TwoLayerNet
+from ...flow.simulate import simulate
 from ..sweep import Task, task_seed
 from .base import MODEL_TABLE, Experiment, format_table
 from .flow import activation_smooth, build_integrator, data_fields, integrator_table, make_data, require
@@ -47,7 +47,7 @@ def _fraction(value: float) -> str | None:
 
 
 def envelopes(times: Any, r2: Any, lam_min: Any, n: int, lam0: float, lam_star: float | None) -> dict[str, Any]:
-    """The envelopes of THEORY.md §4 on the record times, and the ratios ‖r(t)‖²/envelope.
+    """The envelopes of docs/theory.md §4 on the record times, and the ratios ‖r(t)‖²/envelope.
 
     ``moving``: ‖r(0)‖² exp(−(2/N) ∫₀ᵗ λ_min(H(s)) ds), the integral by the trapezoidal rule over the
     records (times[0] must be 0); ``frozen``: ‖r(0)‖² exp(−2λ_min(H(0)) t/N); ``star``: the same with
@@ -83,7 +83,7 @@ def late_rate(times: Any, r2: Any, start: float) -> float | None:
 
 class ResidualConvergence(Experiment):
     name = "convergence"
-    description = "training residual ‖r(t)‖² against the linear-convergence envelopes of THEORY.md §4"
+    description = "training residual ‖r(t)‖² against the linear-convergence envelopes of docs/theory.md §4"
     schema = {
         "experiment": [
             Field("kind", str, "convergence", "experiment to run"),
@@ -342,7 +342,7 @@ class ResidualConvergence(Experiment):
                    "is EXCEEDED beyond the tolerance in at least one run")
         worst = max(runs, key=lambda r: r["max_ratio_moving"]) if runs else None
         lines += ["## 1. The moving-kernel envelope (a theorem about every trajectory)", "",
-                  "**Claim** (THEORY.md §4): d‖r‖²/dt = −(2/N) rᵀH(t)r ≤ −(2/N) λ_min(H(t))‖r‖², so "
+                  "**Claim** (docs/theory.md §4): d‖r‖²/dt = −(2/N) rᵀH(t)r ≤ −(2/N) λ_min(H(t))‖r‖², so "
                   "‖r(t)‖² ≤ exp(−(2/N)∫₀ᵗ λ_min(H(s))ds)‖r(0)‖² at every t.", "",
                   f"**Measured**: the largest ratio ‖r(t)‖²/envelope over the record times t > 0 (at t = 0 it is 1 "
                   "by construction) and over all runs is "
@@ -379,7 +379,7 @@ class ResidualConvergence(Experiment):
                          f"{b['rate_moving_avg_mean']:.4g} | {_fmt(b['rate_star'], '.4g')} | {_fmt(ratio, '.3f')} |")
         dev = results["lambda_deviation"]
         lines += ["", "## 4. λ_min(H(0)) against λ_min(H*)", "",
-                  "**Claim**: |λ_min(H(0)) − λ_min(H*)| ≤ ‖H(0) − H*‖₂ (Weyl) = O(m^(−1/2)) (THEORY.md §4, claim 2): "
+                  "**Claim**: |λ_min(H(0)) − λ_min(H*)| ≤ ‖H(0) − H*‖₂ (Weyl) = O(m^(−1/2)) (docs/theory.md §4, claim 2): "
                   "slope ≤ −1/2 in m (an upper bound).", ""]
         if dev["fit"]:
             f = dev["fit"]

@@ -58,7 +58,7 @@ def empirical_ntk(model: Any, params: Any, X1: Any, X2: Any | None = None, *, ba
     """The empirical neural tangent kernel H(X1, X2) = ∇θf(X1)ᵀ ∇θf(X2) on ``backend``'s device.
 
     ``model`` is an ntkframe :class:`Model` (contracted from its Jacobian factors with GEMMs,
-    THEORY.md §2), or — on autodiff backends (torch, jax) — any function ``f(params, X)`` or torch
+    docs/theory.md §2), or — on autodiff backends (torch, jax) — any function ``f(params, X)`` or torch
     ``nn.Module``.  ``X2=None`` gives the symmetric H(X1, X1).  Returns (N1, N2) for one output or
     ``trace=True`` (mean over the k outputs' kernels), else (N1, N2, k, k), as a backend array
     (``nf.to_numpy(K)`` brings it to the host).  ``block_size`` bounds memory by computing tiles.

@@ -3,7 +3,7 @@
 Models are written once against the backend's array namespace.  A *structured* model gives its
 Jacobian as factors (:class:`GramBlock`): for a dense layer y = c·V h the Gram of its weight
 gradients is c² (G₁G₂ᵀ) ⊙ (H₁H₂ᵀ), G the back-propagated signals at y and H the layer inputs
-(THEORY.md §2), so the backend never forms the N × P Jacobian.
+(docs/theory.md §2), so the backend never forms the N × P Jacobian.
 """
 
 from __future__ import annotations
@@ -150,7 +150,7 @@ class TwoLayerNet(Model):
     NTK and gradient flow see: ``"both"``, ``"hidden"`` (W only) or ``"output"`` (a only).
     ``parameterization="standard"`` stores the 1/√m in ``a`` instead (same function at init).
 
-    NTK (THEORY.md §2), S = σ(XWᵀ), D = σ'(XWᵀ):
+    NTK (docs/theory.md §2), S = σ(XWᵀ), D = σ'(XWᵀ):
         H = (1/m)[S₁S₂ᵀ + (X₁X₂ᵀ) ⊙ ((D₁ diag a)(D₂ diag a)ᵀ)]
     """
 

@@ -1,9 +1,9 @@
 """Gradient-flow runs that record a Trajectory: loss, outputs, parameter and kernel drift, linearisation.
 
-:func:`simulate` trains a model by gradient flow dθ/dt = −∇θL(θ) (THEORY.md §1) with a
+:func:`simulate` trains a model by gradient flow dθ/dt = −∇θL(θ) (docs/theory.md §1) with a
 parameter-space integrator (Euler = gradient descent, RK4, Dormand–Prince), or solves its
-linearisation exactly with :class:`~ntkframe.integrators.KernelFlow`, and records at the requested
-times what THEORY.md §4 asks to watch.  Kernels are computed only at record times, through the
+linearisation exactly with :class:`~ntkframe.flow.integrators.KernelFlow`, and records at the requested
+times what docs/theory.md §4 asks to watch.  Kernels are computed only at record times, through the
 backend's hot path; arrays stay on the backend's device between record times.
 """
 
@@ -20,13 +20,13 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from .backend import Backend, to_numpy
-from .errors import DivergenceError
+from ..core.backend import Backend, to_numpy
+from ..errors import DivergenceError
 from .integrators import (Integrator, KernelFlow, _check_times, divergence_error, kernel_matrix, tree_sum_squares)
-from .kernels import _resolve_backend, empirical_ntk
+from ..core.kernels import _resolve_backend, empirical_ntk
 from .losses import Loss
-from .models import Model, TwoLayerNet
-from .runs import atomic_save_npz, atomic_write_json, provenance, to_jsonable
+from ..core.models import Model, TwoLayerNet
+from ..runs.rundir import atomic_save_npz, atomic_write_json, provenance, to_jsonable
 
 #: what ``record=`` may ask for
 RECORDABLE = ("loss", "outputs", "param_drift", "kernel_drift", "kernel_eigs", "linearised")
@@ -137,7 +137,7 @@ def simulate(model: Model, loss: Loss, integrator: Integrator, X: Any, y: Any, t
 
     Parameter-space integrators follow dθ/dt = −∇θL(θ), L = (1/N) Σ_i ℓ(f_θ(x_i), y_i), from
     θ(0) = ``params`` (default ``model.init(backend, seed)``); :class:`KernelFlow` instead gives
-    the exact linearised model f_lin (THEORY.md §4; MSE only).  ``times`` (increasing, ≥ 0) are
+    the exact linearised model f_lin (docs/theory.md §4; MSE only).  ``times`` (increasing, ≥ 0) are
     output times in the flow's time t (Euler: t = steps × h).
 
     ``record`` chooses from :data:`RECORDABLE` (the loss is always recorded):

@@ -124,6 +124,6 @@ def get_activation(name: str | Activation) -> Activation:
     """Look an activation up in the plugin registry (an :class:`Activation` passes through)."""
     if isinstance(name, Activation):
         return name
-    from .plugins import registry
+    from ..plugins import registry
 
     return registry("activations").get(name)

@@ -1,11 +1,11 @@
 """Experiment ``drift``: lazy training — how far the NTK and the parameters move along gradient flow.
 
 A two-layer network f(x) = (1/√m) Σ_r a_r σ(w_rᵀx) is trained by gradient flow on the mean MSE
-(THEORY.md §1) on N unit-sphere inputs, and at the configured times t the run records
+(docs/theory.md §1) on N unit-sphere inputs, and at the configured times t the run records
 
     ‖H(t) − H(0)‖₂ (also ‖·‖_F and ‖H(t) − H(0)‖₂/‖H(0)‖₂),  ‖θ(t) − θ(0)‖,  max_r ‖θ_r(t) − θ_r(0)‖,
 
-θ_r = (w_r, a_r) the parameters of neuron r.  THEORY.md §4 (claim 1): when σ' and σ'' are bounded,
+θ_r = (w_r, a_r) the parameters of neuron r.  docs/theory.md §4 (claim 1): when σ' and σ'' are bounded,
 ‖H(t) − H(0)‖₂ ≤ O(t N³/√m), so at fixed t and N the kernel drift falls at least like m^(−1/2), the
 parameters move ‖θ(t) − θ(0)‖ = O(1) and each neuron O(1/√m).  These are upper bounds: a measured
 decay steeper than the bound's is consistent with it.  The experiment fits power laws in log-log
@@ -14,7 +14,7 @@ decay steeper than the bound's is consistent with it.  The experiment fits power
 - each drift against m (fixed t, N): bound slopes −1/2 (kernel), 0 (‖θ(t) − θ(0)‖), −1/2 (per neuron);
 - ‖H(t) − H(0)‖₂ against t (fixed m, N): the bound is linear in t (slope 1); the measured slope is reported;
 - ‖H(t) − H(0)‖₂ against N (fixed m, t): derivations give N² to N³ (and the loss convention moves it,
-  THEORY.md §4), so the measured exponent is reported beside both, not tested against one.
+  docs/theory.md §4), so the measured exponent is reported beside both, not tested against one.
 
 Tasks: one per (width m, N, seed replicate), key ``m=<m>/N=<N>/seed=<s>``; by default the widths
 at N = ``n_for_width_fit`` and the Ns at m = ``m_for_n_fit`` (``full_grid = true``: every pair).
@@ -33,9 +33,9 @@ import numpy as np
 
 from ..config import Field
 from ..fitting import consistent, fit_power_law
-from ..losses import MSE
-from ..models import TwoLayerNet
-from ..simulate import simulate
+from ...flow.losses import MSE
+from ...core.models import TwoLayerNet
+from ...flow.simulate import simulate
 from ..sweep import Task, task_seed
 from .base import MODEL_TABLE, Experiment, format_table
 from .flow import (activation_note, activation_smooth, build_integrator, check_times, data_fields,
@@ -59,7 +59,7 @@ FITS = [
      "each neuron moves O(1/√m): slope ≤ −1/2 in m (the max over m neurons may add a √log m)"),
     ("kernel_drift_vs_t", "kernel_drift", "t", 1.0, "the bound is linear in t: slope ≤ 1 in t"),
     ("param_drift_vs_t", "param_drift", "t", None, "no claim (reported)"),
-    ("kernel_drift_vs_n", "kernel_drift", "N", None, "derivations give N² to N³ (THEORY.md §4): the exponent is reported"),
+    ("kernel_drift_vs_n", "kernel_drift", "N", None, "derivations give N² to N³ (docs/theory.md §4): the exponent is reported"),
     ("kernel_drift_rel_vs_n", "kernel_drift_rel", "N", None, "‖H(0)‖₂ grows like N, so one power less than the absolute drift"),
 ]
 N_BOUND_SLOPES = (2.0, 3.0)
@@ -413,7 +413,7 @@ class KernelDrift(Experiment):
             f"integrator {step}" + (f" (at most {max(ratio):.2f} × the stability bound βN/λ_max(H(0)))" if ratio else "")
             + f"; {self.config['experiment']['seeds']} seeds; times {results['times']}.", "",
             results["activation_note"], "",
-            "**Claim** (THEORY.md §4, claim 1): along gradient flow ‖H(t) − H(0)‖₂ ≤ O(t N³/√m) when σ' and σ'' "
+            "**Claim** (docs/theory.md §4, claim 1): along gradient flow ‖H(t) − H(0)‖₂ ≤ O(t N³/√m) when σ' and σ'' "
             "are bounded; at fixed t and N the drift falls like m^(−1/2) or faster, ‖θ(t) − θ(0)‖ = O(1) and each "
             "neuron moves O(1/√m). These are upper bounds with loose constants: a measured decay steeper than the "
             "bound's is consistent with it, and the measured exponents are reported as measured.", "",

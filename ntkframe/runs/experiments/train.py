@@ -3,7 +3,7 @@
 ``ntkframe run examples/train.toml`` trains a model (TwoLayerNet or MLP) on a data set with a loss
 (MSE, logistic, cross-entropy) and an integrator (RK4, Euler = gradient descent, Dormand–Prince, or
 KernelFlow = the exact linearised model), by gradient flow dθ/dt = −∇θL(θ), L = (1/N) Σ_i ℓ(f_θ(x_i), y_i)
-(THEORY.md §1), and records at the configured times what THEORY.md §4 asks to watch: the loss,
+(docs/theory.md §1), and records at the configured times what docs/theory.md §4 asks to watch: the loss,
 ‖θ(t) − θ(0)‖, ‖H(t) − H(0)‖₂ (and Frobenius, relative), λ_min/λ_max of H(t) and the gap to the
 linearised model f_lin.  It shows a progress bar over simulated time and writes the run folder:
 ``results.json`` + ``trajectory.npz`` (:meth:`ntkframe.Trajectory.save`, so
@@ -24,9 +24,9 @@ import numpy as np
 
 from ..config import Field
 from ..data import LABEL_KINDS, make_dataset
-from ..models import MLP, TwoLayerNet
-from ..runs import atomic_save_npz
-from ..simulate import DEFAULT_RECORD, RECORDABLE, Trajectory, simulate
+from ...core.models import MLP, TwoLayerNet
+from ..rundir import atomic_save_npz
+from ...flow.simulate import DEFAULT_RECORD, RECORDABLE, Trajectory, simulate
 from .base import MODEL_TABLE, Experiment, format_table
 from .flow import build_integrator, integrator_table, make_data, require
 
@@ -36,7 +36,7 @@ SPACINGS = ("geometric", "linear")
 
 def _known(kind: str) -> Any:
     def check(name: str) -> str | None:
-        from ..plugins import registry
+        from ...plugins import registry
 
         reg = registry(kind)
         return None if name in reg else f"unknown {kind[:-1]}; allowed: {', '.join(reg.names())}"
@@ -71,7 +71,7 @@ class Train(Experiment):
             Field("checkpoint", bool, True, "save the state at every record time (ntkframe run --resume continues)"),
         ],
         "model": [
-            Field("kind", str, "two_layer", "network: two_layer (THEORY.md §2) or mlp (deep, Jacot et al.)",
+            Field("kind", str, "two_layer", "network: two_layer (docs/theory.md §2) or mlp (deep, Jacot et al.)",
                   choices=("two_layer", "mlp")),
             Field("m", int, 1024, "width m (mlp: of every hidden layer)", positive=True),
             Field("depth", int, 2, "hidden layers of the mlp", positive=True),
@@ -79,7 +79,7 @@ class Train(Experiment):
             *MODEL_TABLE,
         ],
         "data": [
-            Field("kind", str, "teacher", "data set (ntkframe.data)", choices=TRAIN_DATA_KINDS),
+            Field("kind", str, "teacher", "data set (ntkframe.runs.data)", choices=TRAIN_DATA_KINDS),
             Field("n", int, 64, "number of training inputs N", positive=True),
             Field("n_test", int, 0, "number of test inputs (outputs and linearised gap recorded there too)",
                   check=_nonneg),
@@ -165,7 +165,7 @@ class Train(Experiment):
                            parameterization=mc["parameterization"], outputs=outputs)
 
     def loss(self) -> Any:
-        from ..plugins import registry
+        from ...plugins import registry
 
         return registry("losses").get(self.config["loss"]["kind"])()
 

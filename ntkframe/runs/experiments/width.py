@@ -1,7 +1,7 @@
 """Experiment ``width``: the empirical NTK at initialisation approaches a wide reference kernel as m grows.
 
 For each seed, H_m(X, X) at several widths m is compared with the kernel of an independent
-network of width ``reference_width``: ‖H_m − H_ref‖_F/‖H_ref‖_F.  THEORY.md §3–4: the fluctuation of
+network of width ``reference_width``: ‖H_m − H_ref‖_F/‖H_ref‖_F.  docs/theory.md §3–4: the fluctuation of
 H_m around H* is O(m^(−1/2)), so the distance falls with slope −1/2 until it reaches the reference's
 own fluctuation (~ reference_width^(−1/2)).
 """
@@ -13,12 +13,12 @@ from typing import Any
 
 import numpy as np
 
-from ..backend import to_numpy
+from ...core.backend import to_numpy
 from ..config import Field
 from ..data import unit_sphere
 from ..fitting import consistent, fit_power_law
-from ..kernels import empirical_ntk
-from ..models import TwoLayerNet
+from ...core.kernels import empirical_ntk
+from ...core.models import TwoLayerNet
 from ..sweep import Task, task_seed
 from .base import DATA_TABLE, MODEL_TABLE, Experiment, format_table
 
@@ -122,7 +122,7 @@ class WidthConvergence(Experiment):
     def report(self, results: dict[str, Any]) -> str:
         fit = results.get("fit_rel_fro")
         lines = ["# Width convergence of the empirical NTK", "",
-                 "**Claim** (THEORY.md §3–4): at initialisation the empirical NTK fluctuates around H* by "
+                 "**Claim** (docs/theory.md §3–4): at initialisation the empirical NTK fluctuates around H* by "
                  "O(m^(−1/2)), so its distance to a much wider network's kernel falls with slope −1/2 in "
                  "log-log, until it reaches the reference's own fluctuation.", ""]
         eff = results.get("fit_rel_fro_effective")

@@ -1,7 +1,7 @@
 """The Loss interface and the built-in losses: MSE, logistic and softmax cross-entropy.
 
 A loss ℓ(f, y) compares a network output f with a target y.  The training loss is the **mean**
-over the N training points (THEORY.md §1),
+over the N training points (docs/theory.md §1),
 
     L(θ) = (1/N) Σ_i ℓ(f_θ(x_i), y_i),
 
@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .backend import infer_backend, to_numpy
+from ..core.backend import infer_backend, to_numpy
 
 _NAMESPACES: dict[type, Any] = {}
 
@@ -59,7 +59,7 @@ class Loss:
 
     ``value(f, y)`` = (1/N) Σ_i ℓ(f_i, y_i) (a 0-d array on f's device), ``grad(f, y)`` = ∂ℓ/∂f
     per sample (the shape of f: (N,) or (N, k)).  ``quadratic`` is True when ℓ is quadratic in f
-    (then the linearised dynamics are solved exactly by :class:`~ntkframe.integrators.KernelFlow`).
+    (then the linearised dynamics are solved exactly by :class:`~ntkframe.flow.integrators.KernelFlow`).
     ``curvature`` bounds the largest eigenvalue of ∂²ℓ/∂f² (1 for MSE): the linearised flow's
     fastest rate is curvature · λ_max(H)/N, which sets the stable step of explicit integrators.
     """
@@ -130,7 +130,7 @@ def _regression_targets(y: np.ndarray, outputs: int, name: str) -> np.ndarray:
 class MSE(Loss):
     """Squared error ℓ(f, y) = ½‖f − y‖², ∂ℓ/∂f = f − y (the residual r); L = (1/N) Σ_i ℓ_i.
 
-    Quadratic: gradient flow linearised at θ(0) is solved exactly by KernelFlow (THEORY.md §4).
+    Quadratic: gradient flow linearised at θ(0) is solved exactly by KernelFlow (docs/theory.md §4).
     """
 
     name = "mse"

@@ -1,7 +1,7 @@
 """Data sets for the experiments: synthetic sets on the unit sphere, files, and scikit-learn's digits.
 
 The seed's two-layer network has no 1/√d on its first layer, so inputs belong on the unit sphere
-(‖x‖ = 1; THEORY.md §3): every generator here returns unit-norm inputs unless told otherwise.
+(‖x‖ = 1; docs/theory.md §3): every generator here returns unit-norm inputs unless told otherwise.
 Everything is seeded with ``numpy.random.default_rng(seed)`` and returned as float64 NumPy arrays
 in a :class:`Dataset` (which unpacks as ``X, y = dataset``).
 
@@ -74,8 +74,8 @@ def teacher_labels(X: Any, *, seed: int = 0, width: int = 16, activation: str = 
     The teacher is ``nf.TwoLayerNet(d, width, activation, outputs=outputs).init(seed=seed)`` — the same
     network family as the student, so the task is realisable.
     """
-    from .backend import get_backend
-    from .models import TwoLayerNet
+    from ..core.backend import get_backend
+    from ..core.models import TwoLayerNet
 
     X = np.asarray(X, dtype=np.float64)
     if X.ndim != 2:

@@ -1,6 +1,6 @@
 """The infinite-width kernels H* (NTK) and NNGP, by closed form or Gauss–Hermite quadrature.
 
-THEORY.md §3.  Everything reduces to two-dimensional Gaussian expectations: for a centred Gaussian
+docs/theory.md §3.  Everything reduces to two-dimensional Gaussian expectations: for a centred Gaussian
 pair (u, v) with covariance [[s₁₁, s₁₂], [s₁₂, s₂₂]],
 
     V(s₁₁, s₂₂, s₁₂) = E[σ(u)σ(v)]          (the NNGP / output-layer moment)
@@ -71,10 +71,10 @@ z = ±iπ/(2‖x‖), near the real axis), and by pairs with |ρ| → 1.  sigmoi
 ‖x‖/2, since sigmoid(z) = (1 + tanh(z/2))/2.  erf uses its closed form; its quadrature row is shown
 for reference (the closed forms agree with order 200 to ~1e-14).  Cost: every pair needs n'² evaluations
 of σ and σ', n' the nodes kept after pruning (n = 64 → 48, 128 → 70, 256 → 100, 512 → ~150).
-Note: THEORY.md §3's "64 nodes give ~1e-8 for tanh at ‖x‖ ≤ 1.5" is not what this measure finds
+Note: docs/theory.md §3's "64 nodes give ~1e-8 for tanh at ‖x‖ ≤ 1.5" is not what this measure finds
 (1.5e-4 at ‖x‖ = 1.5, from σ'; 5e-6 for E[σ(u)σ(v)] alone): hence the probe instead of a fixed 64.
 
-**Standard parameterisation** (THEORY.md §5).  There H*'s output block is the width times larger and
+**Standard parameterisation** (docs/theory.md §5).  There H*'s output block is the width times larger and
 diverges as m → ∞, so no finite H* exists.  ``standard_mode="expected"`` (default) returns the
 expected kernel at the model's own widths — for the two-layer net exactly E_θ[H(θ)] =
 m·V·1[a] + xᵀx'·D·1[W] (unbiased, so Monte Carlo over initialisations agrees at every m); for the
@@ -93,10 +93,10 @@ from typing import Any
 
 import numpy as np
 
-from .activations import BUILTIN_ACTIVATIONS, Activation
-from .backend import cpu_threads
-from .kernels import KernelEstimator
-from .models import MLP, Model, TwoLayerNet, _choice
+from ..core.activations import BUILTIN_ACTIVATIONS, Activation
+from ..core.backend import cpu_threads
+from ..core.kernels import KernelEstimator
+from ..core.models import MLP, Model, TwoLayerNet, _choice
 
 #: quadrature orders tried by the automatic choice, smallest first
 ORDER_LADDER = (8, 12, 16, 20, 24, 32, 40, 48, 64, 80, 96, 128, 160, 192, 256, 320, 384, 512)
@@ -122,7 +122,7 @@ PAIR_BLOCK = 1 << 20
 # two-dimensional Gaussian moments
 # -------------------------------------------------------------------------------------------------
 def _host():
-    from .backend import get_backend
+    from ..core.backend import get_backend
 
     return get_backend("numpy")
 
@@ -144,7 +144,7 @@ def _rho(s11: np.ndarray, s22: np.ndarray, s12: np.ndarray) -> np.ndarray:
 
 
 def _closed_moments(act: Activation, s11, s22, s12, need_v: bool, need_d: bool):
-    """Closed forms (THEORY.md §3) for a general 2×2 covariance; arrays broadcast together."""
+    """Closed forms (docs/theory.md §3) for a general 2×2 covariance; arrays broadcast together."""
     V = Dm = None
     if _is_builtin(act, "relu"):
         rho = _rho(s11, s22, s12)
@@ -281,7 +281,7 @@ def gaussian_moments(activation: str | Activation, s11: Any, s22: Any, s12: Any,
     asked for).  ``method``: ``"closed"`` (relu, erf, identity), ``"quadrature"`` (n×n Gauss–Hermite,
     ``order`` nodes per axis or chosen by :func:`choose_order` from max(s11, s22)), or ``"auto"``.
     """
-    from .activations import get_activation
+    from ..core.activations import get_activation
 
     act = get_activation(activation)
     s11, s22, s12 = (np.asarray(s, dtype=np.float64) for s in (s11, s22, s12))
@@ -320,7 +320,7 @@ def quadrature_error(activation: str | Activation, norm: float, order: int, refe
     Max over the probe pairs (variances (s, s), (s, s/4), (s/4, s), s = norm², ρ from −0.999 to 0.9999) and both
     moments of |E_n − E_ref| / √(E[g(u)²] E[g(v)²]) (the Cauchy–Schwarz scale, g = σ or σ').
     """
-    from .activations import get_activation
+    from ..core.activations import get_activation
 
     act = get_activation(activation)
     reference = 2 * int(order) if reference is None else int(reference)
@@ -344,7 +344,7 @@ def choose_order(activation: str | Activation, max_norm: float, tol: float = DEF
     When even the largest order misses ``tol`` (very large norms), it is used with a warning that
     gives the estimated error.
     """
-    from .activations import get_activation
+    from ..core.activations import get_activation
 
     act = get_activation(activation)
     if not act.smooth:

@@ -6,11 +6,11 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Field, Schema
-from ..models import OUTPUT_INITS, PARAMETERIZATIONS, TRAIN_MODES
+from ...core.models import OUTPUT_INITS, PARAMETERIZATIONS, TRAIN_MODES
 
 
 def _known_activation(name: str) -> str | None:
-    from ..plugins import registry
+    from ...plugins import registry
 
     reg = registry("activations")
     return None if name in reg else f"unknown activation; allowed: {', '.join(reg.names())}"
@@ -20,7 +20,7 @@ MODEL_TABLE = [
     Field("activation", str, "softplus", "activation σ (any registered one)", check=_known_activation),
     Field("train", str, "both", "which layers train (and enter the NTK)", choices=TRAIN_MODES),
     Field("output_init", str, "gaussian", "initial output weights a: N(0,1) or ±1", choices=OUTPUT_INITS),
-    Field("parameterization", str, "ntk", "where the 1/√m sits (THEORY.md §5)", choices=PARAMETERIZATIONS),
+    Field("parameterization", str, "ntk", "where the 1/√m sits (docs/theory.md §5)", choices=PARAMETERIZATIONS),
 ]
 DATA_TABLE = [
     Field("n", int, 64, "number of inputs N", positive=True),
@@ -34,7 +34,7 @@ class Experiment:
 
     Subclasses declare ``schema`` (their config tables besides [backend], [output], [executor])
     and implement :meth:`tasks` (the independent points of the sweep, with stable keys),
-    :meth:`run_task` (measure one point; seeds from :func:`ntkframe.sweep.task_seed`; return a
+    :meth:`run_task` (measure one point; seeds from :func:`ntkframe.runs.sweep.task_seed`; return a
     JSON-able dict), :meth:`summarise` (fits and arrays from all task records), :meth:`table`
     (the text printed at the end), :meth:`figures` (write PNGs, return their paths) and
     :meth:`report` (Markdown stating the claim, what was measured and whether they agree).

@@ -12,7 +12,7 @@ the factors of 2b inputs and a few b × b temporaries are ever in memory.  A sym
 file is exactly symmetric on every backend.
 
 Tiles can be farmed out to the sweep executors (``"serial"``, ``"processes"``, ``"dask"``, or a
-``concurrent.futures.Executor``, :class:`ntkframe.sweep.Runner`).  A worker receives the backend
+``concurrent.futures.Executor``, :class:`ntkframe.runs.sweep.Runner`).  A worker receives the backend
 by name, device and dtype, the model by its ``config()`` (rebuilt through the models registry),
 the parameters and the tile's inputs as NumPy arrays — never a pickled GPU array — and writes its
 tile straight into the file.  A tile-done bitmap next to the file (``<out>.tiles.npy`` with its
@@ -38,7 +38,7 @@ import numpy as np
 
 from .backend import Backend, get_backend
 from .models import Model
-from .runs import atomic_write_json
+from ..runs.rundir import atomic_write_json
 
 SUFFIXES = (".zarr", ".npy")
 #: b × b temporaries alive while one tile is contracted and written (Gram factors, products,
@@ -58,7 +58,7 @@ def tile_size(model: Model, backend: Backend, n1: int, n2: int, *, block_size: i
         c·s·b² + 2·r·b ≤ B   ⇒   b = ⌊(−2r + √(4r² + 4·c·s·B)) / (2·c·s)⌋      (c = TILE_TEMPORARIES).
 
     ``memory_budget`` is in bytes for all ``workers`` together (each gets B / workers); the default
-    is the backend's :meth:`~ntkframe.backend.Backend.memory_budget` (a fraction of free host or
+    is the backend's :meth:`~ntkframe.core.backend.Backend.memory_budget` (a fraction of free host or
     device memory).  The result is capped at max(n1, n2).
     """
     if block_size is not None and block_size != "auto":
@@ -192,7 +192,7 @@ def _live(job: TileJob, be: Any = None, model: Any = None, params: dict | None =
         if st is not None:
             return st
         if be is None:
-            from .plugins import registry
+            from ..plugins import registry
 
             bc = job.backend
             be = get_backend(bc["name"], device=bc["device"], dtype=bc["dtype"])
@@ -292,7 +292,7 @@ def kernel_to_file(model: Model, params: dict, X1: Any, X2: Any | None = None, *
     Returns the opened output, read-only: a ``zarr.Array`` or a ``numpy.memmap`` of shape (N1, N2).
     """
     from .kernels import _resolve_backend
-    from .sweep import Runner, check_executor, default_workers
+    from ..runs.sweep import Runner, check_executor, default_workers
 
     fmt = _format(out)
     out = Path(out).absolute()  # workers may run in another directory

@@ -1,13 +1,13 @@
 """Config tables and helpers shared by the gradient-flow experiments (``drift``, ``convergence``, ``train``).
 
-The integrator table picks a parameter-space integrator (THEORY.md §1: Euler is gradient descent,
+The integrator table picks a parameter-space integrator (docs/theory.md §1: Euler is gradient descent,
 RK4, adaptive Dormand–Prince) and, for fixed steps, the step h.  By default h is chosen per run
-from the stability bound of THEORY.md §4 at initialisation,
+from the stability bound of docs/theory.md §4 at initialisation,
 
     h = min(h_max, step_fraction · β N / λ_max(H(0))),   β = 2 (Euler), ≈ 2.785 (RK4),
 
 so it stays safely below the bound whatever N, m and the activation are.  The data tables build
-unit-sphere inputs with teacher-network or random labels (:mod:`ntkframe.data`).
+unit-sphere inputs with teacher-network or random labels (:mod:`ntkframe.runs.data`).
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from ..backend import to_numpy
+from ...core.backend import to_numpy
 from ..config import Field
 from ..data import LABEL_KINDS, Dataset, make_dataset
-from ..errors import ConfigError
-from ..integrators import RK4, DormandPrince, Euler, Integrator, KernelFlow
-from ..kernels import empirical_ntk
+from ...errors import ConfigError
+from ...flow.integrators import RK4, DormandPrince, Euler, Integrator, KernelFlow
+from ...core.kernels import empirical_ntk
 
 PARAMETER_SPACE_INTEGRATORS = ("rk4", "dormand_prince", "euler")
 DATA_KINDS = ("teacher", "random")
@@ -37,7 +37,7 @@ def _nonnegative(value: float) -> str | None:
 
 
 def _known_activation(name: str) -> str | None:
-    from ..plugins import registry
+    from ...plugins import registry
 
     reg = registry("activations")
     return None if name in reg else f"unknown activation; allowed: {', '.join(reg.names())}"
@@ -135,7 +135,7 @@ def build_integrator(ic: dict[str, Any], model: Any, params: dict, X: Any, be: A
 def activation_smooth(name: str) -> bool | None:
     """True when σ' and σ'' are bounded and continuous (the drift bound's assumption), False for relu-like
     activations (``smooth=False``), None when it cannot be told (an activation without a second derivative)."""
-    from ..activations import get_activation
+    from ...core.activations import get_activation
 
     act = get_activation(name)
     if not act.smooth:
@@ -146,7 +146,7 @@ def activation_smooth(name: str) -> bool | None:
 
 
 def activation_note(name: str) -> str:
-    """One sentence on whether σ = ``name`` satisfies the assumptions of THEORY.md §4's drift bound."""
+    """One sentence on whether σ = ``name`` satisfies the assumptions of docs/theory.md §4's drift bound."""
     smooth = activation_smooth(name)
     if smooth is False:
         return (f"σ = {name} has a discontinuous σ' (σ'' does not exist), so it lies **outside the bound's "

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from .errors import NtkframeError
+from ..errors import NtkframeError
 
 
 @click.group()
@@ -20,8 +20,8 @@ def cli() -> None:
 @click.option("--json", "as_json", is_flag=True, help="print machine-readable JSON")
 def plugins(as_json: bool) -> None:
     """List loaded plugins, what each registered, backend availability, and failed plugins."""
-    from .backend import list_backends
-    from .plugins import KINDS, failed_plugins, plugin_origins, registry
+    from ..core.backend import list_backends
+    from ..plugins import KINDS, failed_plugins, plugin_origins, registry
 
     backends = list_backends(devices=True)
     origins = plugin_origins()
@@ -87,7 +87,7 @@ def report(run_dir: str) -> None:
 
 
 def _add_plugin_commands() -> None:
-    from .plugins import load_plugins, pm
+    from ..plugins import load_plugins, pm
 
     load_plugins()
     for impl in pm.hook.register_commands.get_hookimpls():

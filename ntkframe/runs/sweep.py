@@ -11,7 +11,7 @@ Executors (:class:`Runner`): ``"serial"`` (in this process), ``"processes"`` (a 
 ``LocalCluster`` of single-threaded worker processes), or any ``concurrent.futures.Executor``
 instance.  Workers rebuild the backend from its name, device and dtype: no GPU array is ever
 pickled.  BLAS and ntkframe threads are pinned to one per worker process so results do not
-depend on the worker layout.  The blocked kernels of :mod:`ntkframe.outofcore` use the same
+depend on the worker layout.  The blocked kernels of :mod:`ntkframe.core.outofcore` use the same
 runners.
 """
 
@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from .runs import atomic_write_json, to_jsonable
+from .rundir import atomic_write_json, to_jsonable
 
 EXECUTORS = ("serial", "processes", "dask")
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NTKFRAME_NUM_THREADS")
@@ -284,7 +284,7 @@ def run_one(kind: str, config: dict, task: dict) -> dict:
     Returns the task record: ``{"key", "params", "status": "ok", "result"}``, or, when the task
     raised, ``{"key", "params", "status": "failed", "error", "traceback"}``.
     """
-    from .backend import get_backend
+    from ..core.backend import get_backend
     from .experiments import experiment_class
 
     t = Task(**task)

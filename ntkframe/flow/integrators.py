@@ -4,14 +4,14 @@
 requested times.  The state is a pytree — an array, or a dict/list/tuple of them — of backend
 arrays; every operation is an array expression (no in-place update, so jax arrays work), and
 nothing leaves the device during a step except, for Dormand–Prince, one scalar (the error norm).
-For training, y = θ (the trainable parameters) and F = −∇θL (THEORY.md §1):
+For training, y = θ (the trainable parameters) and F = −∇θL (docs/theory.md §1):
 
     dθ/dt = −∇θ L(θ) = −(1/N) Σ_i ∂ℓ/∂f(f_θ(x_i), y_i) ∇θ f(x_i)  = −(1/N) vjp(θ, X, ∂ℓ/∂f),
 
-which :func:`ntkframe.simulate` builds; here the integrators know nothing of networks.
+which :func:`ntkframe.flow.simulate` builds; here the integrators know nothing of networks.
 
 The *function-space* integrator :class:`KernelFlow` solves the linearised dynamics
-df/dt = −(1/N) H(0) ∂ℓ/∂f exactly for MSE in the eigenbasis of H(0) (THEORY.md §4).
+df/dt = −(1/N) H(0) ∂ℓ/∂f exactly for MSE in the eigenbasis of H(0) (docs/theory.md §4).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from .errors import DivergenceError, NtkframeError
+from ..errors import DivergenceError, NtkframeError
 
 RHS = Callable[[float, Any], Any]
 Check = Callable[[float, Any], None]
@@ -385,7 +385,7 @@ def kernel_matrix(be: Any, H: Any) -> Any:
 class LinearisedFlow:
     r"""The exact solution of the linearised gradient flow for MSE with a frozen kernel H = H(0).
 
-    With H = V Λ Vᵀ on the training inputs and r₀ = f(X, 0) − y (THEORY.md §4):
+    With H = V Λ Vᵀ on the training inputs and r₀ = f(X, 0) − y (docs/theory.md §4):
 
         f_lin(X, t) − y = V e^{−tΛ/N} Vᵀ r₀,
         f_lin(x, t)     = f(x, 0) − H(x, X) c(t),   c(t) = V diag((1 − e^{−tλ_i/N})/λ_i) Vᵀ r₀,
@@ -451,9 +451,9 @@ class KernelFlow(Integrator):
     """Function-space integrator: the linearised dynamics df/dt = −(1/N) H(0) ∂ℓ/∂f, solved exactly.
 
     For MSE (∂ℓ/∂f = f − y) the solution is closed-form in the eigenbasis of H(0)
-    (:class:`LinearisedFlow`, THEORY.md §4): no time stepping, no matrix inverse, singular H
+    (:class:`LinearisedFlow`, docs/theory.md §4): no time stepping, no matrix inverse, singular H
     allowed.  Other losses make the linearised flow nonlinear in f and are refused.
-    ``fit(H0, f0, y, backend)`` returns the solution; :func:`ntkframe.simulate` builds H0 = H(X, X)
+    ``fit(H0, f0, y, backend)`` returns the solution; :func:`ntkframe.flow.simulate` builds H0 = H(X, X)
     at θ(0) through the backend's hot path and, with test inputs, H(X_test, X).
     """
 

@@ -9,22 +9,22 @@ from pathlib import Path
 from typing import Any
 
 from ..config import COMMON, load_toml, validate
-from ..errors import ConfigError
-from ..runs import RunContext, atomic_write_json, atomic_write_text, default_run_dir, provenance
+from ...errors import ConfigError
+from ..rundir import RunContext, atomic_write_json, atomic_write_text, default_run_dir, provenance
 from .base import Experiment, format_table
 
 __all__ = ["Experiment", "format_table", "resolve_config", "run_experiment", "rebuild_report", "experiment_class"]
 
 
 def experiment_class(kind: str) -> type[Experiment]:
-    from ..plugins import registry
+    from ...plugins import registry
 
     return registry("experiments").get(kind)
 
 
 def resolve_config(raw: dict[str, Any], source: str = "<config>") -> tuple[type[Experiment], dict[str, dict]]:
     """Validate a raw TOML dict against its experiment's schema; returns (class, resolved config)."""
-    from ..plugins import registry
+    from ...plugins import registry
 
     exp_table = raw.get("experiment")
     if not isinstance(exp_table, dict) or "kind" not in exp_table:
@@ -53,7 +53,7 @@ def run_experiment(config_path: str | Path | None, *, backend: str | None = None
     ``resume=RUN_DIR`` continues an interrupted run with the configuration saved in it, running
     only the tasks that have no result yet.
     """
-    from ..backend import get_backend
+    from ...core.backend import get_backend
 
     if resume is not None:
         run_dir_resume = Path(resume)
@@ -123,7 +123,7 @@ def _write_outputs(exp: Experiment, results: dict, run_dir: Path, echo: Any) -> 
 
 def rebuild_report(run_dir: str | Path, echo: Any = print) -> Path:
     """Rebuild figures and report.md of a finished run from its config.json and results.json."""
-    from ..backend import get_backend
+    from ...core.backend import get_backend
 
     run_dir = Path(run_dir)
     for name in ("config.json", "results.json"):

@@ -1,6 +1,6 @@
 """Predictions of wide networks: kernel regression with H* or the NNGP kernel, and gradient flow at time t.
 
-The neural-tangents ``predict`` API, in ntkframe's conventions (THEORY.md §1, §4):
+The neural-tangents ``predict`` API, in ntkframe's conventions (docs/theory.md §1, §4):
 
 * :func:`kernel_regression` — posterior mean K(x, X)(K + εI)⁻¹y and variance
   k(x, x) − K(x, X)(K + εI)⁻¹K(X, x) with any kernel (H* or NNGP; like ``nt.predict.gp_inference``).
@@ -56,7 +56,7 @@ class Prediction(NamedTuple):
 
 
 def _host(x: Any, name: str) -> np.ndarray:
-    from .backend import to_numpy
+    from ..core.backend import to_numpy
 
     try:
         arr = to_numpy(x)
@@ -267,8 +267,8 @@ def predict(model: Any, X_train: Any, y_train: Any, X_test: Any, t: Any = None, 
     if kernel != "ntk":
         raise ValueError("with params (a finite-width network) only kernel='ntk' is defined: the NNGP kernel is an "
                          "infinite-width object; pass params=None for it")
-    from .backend import to_numpy
-    from .kernels import _resolve_backend, empirical_ntk
+    from ..core.backend import to_numpy
+    from ..core.kernels import _resolve_backend, empirical_ntk
 
     be = _resolve_backend(backend, params)
     Ktt = to_numpy(empirical_ntk(model, params, X_train, backend=be, block_size=block_size))

@@ -1,6 +1,6 @@
 """Monte-Carlo estimate of the NTK at initialisation: the mean of empirical kernels over seeds.
 
-THEORY.md §3: Ĥ = (1/S) Σ_s H(θ_s) over S independent initialisations θ_s, with the standard error
+docs/theory.md §3: Ĥ = (1/S) Σ_s H(θ_s) over S independent initialisations θ_s, with the standard error
 SE = std_s(H(θ_s)) / √S (entrywise, ddof = 1).  For the two-layer net E[H_m] = H* at every width m
 (an unbiased estimate, SE ∝ 1/√(S·m)); for deeper nets E[H_m] = H* + O(1/m).
 
@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from .backend import Backend, get_backend, to_numpy
-from .kernels import KernelEstimator, empirical_ntk
-from .models import Model, TwoLayerNet
+from ..core.backend import Backend, get_backend, to_numpy
+from ..core.kernels import KernelEstimator, empirical_ntk
+from ..core.models import Model, TwoLayerNet
 
 
 @dataclass
