@@ -38,7 +38,7 @@ import numpy as np
 
 from .backend import Backend, get_backend
 from .models import Model
-from ..runs.rundir import atomic_write_json
+from .store import atomic_write_json
 
 SUFFIXES = (".zarr", ".npy")
 #: b × b temporaries alive while one tile is contracted and written (Gram factors, products,

@@ -26,7 +26,8 @@ from .integrators import (Integrator, KernelFlow, _check_times, divergence_error
 from ..core.kernels import _resolve_backend, empirical_ntk
 from .losses import Loss
 from ..core.models import Model, TwoLayerNet
-from ..runs.rundir import atomic_save_npz, atomic_write_json, provenance, to_jsonable
+from ..core.store import atomic_save_npz, atomic_write_json, to_jsonable
+from ..runs.rundir import provenance
 
 #: what ``record=`` may ask for
 RECORDABLE = ("loss", "outputs", "param_drift", "kernel_drift", "kernel_eigs", "linearised")

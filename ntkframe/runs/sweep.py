@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from .rundir import atomic_write_json, to_jsonable
+from ..core.store import atomic_write_json, to_jsonable
 
 EXECUTORS = ("serial", "processes", "dask")
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NTKFRAME_NUM_THREADS")
