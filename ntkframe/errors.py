@@ -28,3 +28,32 @@ class ConfigError(NtkframeError, ValueError):
 
 class DivergenceError(NtkframeError, FloatingPointError):
     """A simulation blew up (NaN, loss growing without bound)."""
+
+
+class InvalidOptionError(NtkframeError, ValueError):
+    """An option outside its allowed values (``implementation=``, ``block_size=``, ``trace=``, ``blas=``...);
+    the same misuse raises it on every backend."""
+
+
+class StoreError(NtkframeError):
+    """A stored or resumable result (run folder, kernel file, checkpoint) cannot be used as asked."""
+
+
+class StoreMismatchError(StoreError, ValueError):
+    """Resuming with settings other than those the stored results were computed with."""
+
+    def __init__(self, message: str, differences: list[str] | None = None):
+        super().__init__(message)
+        self.differences = list(differences or [])
+
+
+class NotAStoreError(StoreError, ValueError):
+    """A folder or file that ntkframe did not write (or cannot read back) where it would store results."""
+
+
+class StoreLockedError(StoreError):
+    """Another live process holds the folder's lock."""
+
+
+class IncompleteResultError(StoreError):
+    """A stored result with missing or corrupt parts (an interrupted or damaged kernel file)."""
