@@ -22,6 +22,9 @@ extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.napoleon",
     "sphinx.ext.mathjax",
+    # MathJax 3 from the sphinx-mathjax-offline package, copied into _static/mathjax: formulas render
+    # with no network (it sets mathjax_path to the bundled tex-chtml.js)
+    "sphinx-mathjax-offline",
     "sphinx.ext.viewcode",
     "ntkframe_docgen",
 ]
@@ -30,6 +33,10 @@ myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence", "deflist"]
 myst_heading_anchors = 3
 html_theme = "furo"
 html_title = "ntkframe"
+# wide figures (class "ntk-wide"): the six-panel PNGs use the page's full width, and every scaled
+# figure links to its full-size PNG (Sphinx's html_scaled_image_link) for zooming
+html_static_path = ["_static"]
+html_css_files = ["ntkframe.css"]
 smartquotes = False  # keep --out, "float64" and 'a' as typed
 # figures/<variant>/summary.md and report.md are outputs of make_figures.py: the tutorials
 # {include} the summaries; neither is a page of its own

@@ -3,6 +3,10 @@
 # on the NumPy backend, in the current environment, then `asv publish` of those results, all in a
 # scratch folder (the real results/ and html/ are left alone). Exits non-zero if a benchmark
 # fails: asv's exit status does not always say so, so its output is searched too.
+# The dashboard is then made to work offline (scripts/asv_offline.py vendors its JavaScript/CSS from
+# npm packages, fetched now rather than when it is viewed) and kept in ci-artifacts/asv-html (or
+# $NTKFRAME_ASV_HTML_OUT); with NTKFRAME_BROWSER_CHECK=1, headless Chromium loads it from a local
+# http server and checks that its graphs render with no network (scripts/browser_check.py).
 #
 #   scripts/asv_smoke.sh              # NTKFRAME_ASV_BACKENDS=numpy,torch,jax to smoke-test more backends
 set -euo pipefail
@@ -53,3 +57,18 @@ fi
 asv publish --config "$conf" >/dev/null
 test -f "$scratch/html/index.html" || { echo "asv smoke run: asv publish wrote no dashboard" >&2; exit 1; }
 echo "asv smoke run: all benchmarks ran or skipped, and asv publish built the dashboard"
+
+# the offline dashboard: vendored libraries (needs npm, or a filled cache, once at publish time)
+html_out="${NTKFRAME_ASV_HTML_OUT:-../ci-artifacts/asv-html}"
+if python ../scripts/asv_offline.py "$scratch/html"; then
+    rm -rf "$html_out" && mkdir -p "$(dirname "$html_out")" && cp -r "$scratch/html" "$html_out"
+    echo "asv smoke run: offline dashboard in $(cd "$html_out" && pwd)"
+    if [ "${NTKFRAME_BROWSER_CHECK:-}" = 1 ]; then
+        python ../scripts/browser_check.py --asv-html "$html_out"
+    fi
+elif ! command -v npm >/dev/null 2>&1; then
+    echo "asv smoke run: npm not found, so the dashboard could not be made offline (see above); skipped"
+else
+    echo "asv smoke run: scripts/asv_offline.py failed" >&2
+    exit 1
+fi
