@@ -25,7 +25,10 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ntkframe.flow.integrators import tree_leaves
+try:  # ntkframe.flow.pytree since the flow refactor; ntkframe.flow.integrators before it
+    from ntkframe.flow.pytree import tree_leaves
+except ImportError:  # pragma: no cover - older tree
+    from ntkframe.flow.integrators import tree_leaves
 
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
