@@ -11,7 +11,7 @@ import pytest
 
 import ntkframe as nf
 from ntkframe.errors import ConfigError
-from ntkframe.runs.experiments import resolve_config, run_experiment
+from ntkframe.runs.driver import rebuild_report, resolve_config, run_experiment
 from ntkframe.runs.experiments.convergence import envelopes, late_rate
 from ntkframe.runs.experiments.drift import METRICS, KernelDrift
 
@@ -192,3 +192,26 @@ def test_bad_config_keys_raise_config_error_naming_the_key(text, key):
     with pytest.raises(ConfigError, match=f"'{key}'") as exc:
         resolve_config(tomllib.loads(text), "bad.toml")
     assert "bad.toml" in str(exc.value) and ("allowed" in str(exc.value) or "must" in str(exc.value))
+
+
+def test_report_rebuilds_without_the_backend_the_run_used(tmp_path, monkeypatch):
+    """`ntkframe report RUN_DIR` builds no backend: a run reports on a machine without its framework."""
+    import ntkframe.core.backend
+
+    text = DRIFT_TINY.format(act="softplus", train="both", init="gaussian").replace("seeds = 2", "seeds = 1")
+    run = run_experiment(_write(tmp_path, text), out=tmp_path / "run", **QUIET)
+    expected = (run / "report.md").read_text()
+    (run / "report.md").unlink()
+    (run / "drift.png").unlink()
+    cfg = json.loads((run / "config.json").read_text())
+    cfg["backend"] = {"name": "not_installed_here", "device": "cuda:3", "dtype": "float32"}
+    (run / "config.json").write_text(json.dumps(cfg))
+
+    def no_backend(*args, **kwargs):
+        raise AssertionError(f"rebuild_report asked for a backend: {args} {kwargs}")
+
+    monkeypatch.setattr(ntkframe.core.backend, "get_backend", no_backend)
+    monkeypatch.setattr(nf, "get_backend", no_backend)
+    rebuild_report(run, echo=lambda *a, **k: None)
+    assert (run / "report.md").read_text() == expected
+    assert (run / "drift.png").stat().st_size > 10_000

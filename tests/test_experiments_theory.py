@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from ntkframe.errors import ConfigError
-from ntkframe.runs.experiments import rebuild_report, run_experiment
+from ntkframe.runs.driver import rebuild_report, run_experiment
 from ntkframe.runs.experiments.concentration import KernelConcentration, bound_shape, crossing_widths, effective_slope
 from ntkframe.runs.experiments.linearisation import EXTRA, GAPS, Linearisation
 from ntkframe.runs.sweep import task_seed
@@ -223,14 +223,14 @@ def test_linearisation_recovers_a_synthetic_power_law(tmp_path, monkeypatch):
     ('[experiment]\nkind = "concentration"\ndelta = 1.5\n', r"'delta' = 1.5: must lie strictly between 0 and 1"),
     ('[experiment]\nkind = "concentration"\nepsilon_metric = "nuclear"\n', r"'epsilon_metric' = 'nuclear'; allowed: 'spectral'"),
     ('[experiment]\nkind = "concentration"\nns = [8, 8]\n', r"'ns' = \[8, 8\]: entries must be distinct"),
-    ('[experiment]\nkind = "concentration"\nepsilon = -1.0\n', r"'epsilon' = -1.0 must be > 0"),
+    ('[experiment]\nkind = "concentration"\nepsilon = -1.0\n', r"'epsilon' = -1.0: must be > 0"),
     ('[experiment]\nkind = "concentration"\n[model]\nparameterization = "standard"\n',
      r"unknown key 'parameterization' in \[model\]"),
     ('[experiment]\nkind = "concentration"\n[data]\nn = 8\n', r"unknown key 'n' in \[data\]; allowed: d, seed"),
     ('[experiment]\nkind = "linearisation"\ntimes = [10.0, 5.0]\n', r"'times' = \[10.0, 5.0\]: times must be strictly increasing"),
     ('[experiment]\nkind = "linearisation"\n[integrator]\nkind = "leapfrog"\n', r"'kind' = 'leapfrog'; allowed: 'dormand_prince'"),
     ('[experiment]\nkind = "linearisation"\n[data]\ndataset = "mnist"\n', r"'dataset' = 'mnist'; allowed: 'regression_1d', 'teacher'"),
-    ('[experiment]\nkind = "linearisation"\n[data]\nd = 2\n', r"\[data\] key 'd' = 2: regression_1d with lift = 1 needs d >= 3"),
+    ('[experiment]\nkind = "linearisation"\n[data]\nd = 2\n', r"\[data\]: key 'd' = 2: regression_1d with lift = 1 needs d >= 3"),
 ])
 def test_bad_config_raises_config_error_naming_the_key(tmp_path, text, match):
     with pytest.raises(ConfigError, match=match):

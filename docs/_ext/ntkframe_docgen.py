@@ -16,30 +16,19 @@ def _cell(text: object) -> str:
     return str(text).replace("|", "\\|").replace("<", "\\<")
 
 
-def reference_markdown(schemas: dict) -> str:
-    """:func:`ntkframe.runs.config.reference_markdown`, with the ``|`` inside cells escaped for MyST."""
-    head = ["| table | key | type | default | meaning |", "|---|---|---|---|---|"]
-    rows = []
-    for title, schema in schemas.items():
-        rows += [f"\n### {title}\n", *head]
-        for table, fields in schema.items():
-            for f in fields:
-                rows.append(f"| [{table}] | `{f.name}` | {_cell(f.describe_type())} | `{_cell(repr(f.default))}` | "
-                            f"{_cell(f.help)} |")
-    return "\n".join(rows) + "\n"
-
-
 def _config_reference() -> str:
-    from ntkframe.runs.config import COMMON
     from ntkframe.plugins import registry
+    from ntkframe.runs.config import COMMON, reference_markdown
 
     schemas = {"Tables every run has": COMMON}
     for entry in registry("experiments"):
         schemas[f"Experiment `{entry.name}` — {entry.obj.description}"] = entry.obj.schema
     head = ("# Configuration reference\n\nGenerated from the config schemas in the code. A run config is a TOML "
             "file with one table per part; unknown tables and keys, and values of the wrong type or outside "
-            "the allowed set, are errors that name the file, the key and what is allowed.\n")
-    return head + reference_markdown(schemas)
+            "the allowed set, are errors that name the file, the key and what is allowed. The type column lists "
+            "each key's constraints; \"a registered activation\" (or loss) accepts the names plugins register "
+            "too (`ntkframe plugins` lists them).\n")
+    return head + reference_markdown(schemas, cell=_cell)
 
 
 def _cli_reference() -> str:

@@ -68,7 +68,7 @@ def run(config: str | None, backend: str | None, device: str | None, dtype: str 
         no_progress: bool, executor: str | None, workers: int | None, address: str | None,
         resume: str | None) -> None:
     """Run the experiment described by CONFIG (a TOML file) and write its run folder."""
-    from .experiments import run_experiment
+    from .driver import run_experiment
 
     if config is None and resume is None:
         raise click.UsageError("give CONFIG.toml, or --resume RUN_DIR")
@@ -81,7 +81,7 @@ def run(config: str | None, backend: str | None, device: str | None, dtype: str 
 @click.argument("run_dir", type=click.Path(file_okay=False))
 def report(run_dir: str) -> None:
     """Rebuild the figures and report.md of a finished run from its results.json."""
-    from .experiments import rebuild_report
+    from .driver import rebuild_report
 
     rebuild_report(run_dir, echo=click.echo)
 

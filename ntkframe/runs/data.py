@@ -131,6 +131,17 @@ def regression_1d(n: int, d: int = 2, seed: int = 0, *, target: Callable[[np.nda
     return Dataset(X, y, "regression_1d", {"t": t})
 
 
+def lifted_circle(t: np.ndarray, d: int, lift: float) -> np.ndarray:
+    """x = (cos t, sin t, ℓ)/√(1 + ℓ²) padded with zeros to R^d (ℓ = 0: (cos t, sin t, 0, …)); ‖x‖ = 1.
+
+    The constant coordinate ℓ acts as a bias: without it the NTK of a bias-free two-layer network
+    with softplus or relu has zero eigenvalues on every odd frequency ≥ 3 of the angle.
+    """
+    cols = [np.cos(t), np.sin(t)] + ([np.full_like(t, lift)] if lift else [])
+    P = np.stack(cols, axis=1) / math.sqrt(1.0 + lift * lift)
+    return np.concatenate([P, np.zeros((t.size, d - P.shape[1]))], axis=1)
+
+
 def two_spirals(n: int, d: int = 3, seed: int = 0, *, turns: float = 1.5, noise: float = 0.0, lift: float = 1.0,
                 normalize: bool = True) -> Dataset:
     """Two interleaved spirals with labels ±1, n points in all (the first ⌈n/2⌉ labelled +1).

@@ -50,3 +50,13 @@ def save(fig: Any, path: str | Path) -> Path:
     fig.savefig(path, dpi=120)
     pyplot().close(fig)
     return path
+
+
+def data_ticks(ax: Any, values: Sequence) -> None:
+    """Label a log x axis at the measured values only (minor labels overlap on short ranges)."""
+    from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
+
+    ax.xaxis.set_major_locator(FixedLocator([float(v) for v in values]))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xticklabels([f"{v:g}" for v in values])

@@ -285,7 +285,7 @@ def run_one(kind: str, config: dict, task: dict) -> dict:
     raised, ``{"key", "params", "status": "failed", "error", "traceback"}``.
     """
     from ..core.backend import get_backend
-    from .experiments import experiment_class
+    from .driver import experiment_class
 
     t = Task(**task)
     try:

@@ -28,28 +28,6 @@ PARAMETER_SPACE_INTEGRATORS = ("rk4", "dormand_prince", "euler")
 DATA_KINDS = ("teacher", "random")
 
 
-def _fraction(value: float) -> str | None:
-    return None if 0 < value < 1 else "must lie in (0, 1): a step at the stability bound does not decay"
-
-
-def _nonnegative(value: float) -> str | None:
-    return None if value >= 0 else "must be >= 0"
-
-
-def _known_activation(name: str) -> str | None:
-    from ...plugins import registry
-
-    reg = registry("activations")
-    return None if name in reg else f"unknown activation; allowed: {', '.join(reg.names())}"
-
-
-def check_times(value: list[float]) -> str | None:
-    """A Field check: record times must be strictly increasing."""
-    if any(b <= a for a, b in zip(value, value[1:])):
-        return "times must be strictly increasing"
-    return None
-
-
 def integrator_table(kinds: tuple[str, ...] = PARAMETER_SPACE_INTEGRATORS, default: str = "rk4",
                      h_max: float | None = 1.0) -> list[Field]:
     """The ``[integrator]`` table: kind, fixed step (or the automatic one), Dormand–Prince tolerances."""
@@ -59,12 +37,12 @@ def integrator_table(kinds: tuple[str, ...] = PARAMETER_SPACE_INTEGRATORS, defau
               choices=kinds),
         Field("h", float, None, "fixed step h of rk4/euler; default: min(h_max, step_fraction·βN/λ_max(H(0)))",
               positive=True, nullable=True),
-        Field("step_fraction", float, 0.5, "automatic step as a fraction of the stability bound βN/λ_max(H(0))",
-              check=_fraction),
+        Field("step_fraction", float, 0.5, "automatic step as a fraction of the stability bound βN/λ_max(H(0)) "
+              "(below 1: a step at the bound does not decay)", open_interval=(0, 1)),
         Field("h_max", float, h_max, "cap on the automatic step (accuracy); null for none", positive=True,
               nullable=True),
         Field("rtol", float, 1e-8, "relative tolerance of dormand_prince", positive=True),
-        Field("atol", float, 1e-10, "absolute tolerance of dormand_prince", check=_nonnegative),
+        Field("atol", float, 1e-10, "absolute tolerance of dormand_prince", minimum=0),
     ]
 
 
@@ -80,8 +58,8 @@ def data_fields(*, n: bool = True, n_default: int = 16, d_default: int = 8,
         Field("seed", int, 0, "seed of the data set"),
         Field("teacher_width", int, 16, "width of the teacher network (kind = teacher)", positive=True),
         Field("teacher_activation", str, "tanh", "activation of the teacher network (kind = teacher)",
-              check=_known_activation),
-        Field("noise", float, 0.0, "standard deviation of Gaussian label noise (kind = teacher)", check=_nonnegative),
+              choices_from="activations"),
+        Field("noise", float, 0.0, "standard deviation of Gaussian label noise (kind = teacher)", minimum=0),
         Field("label_kind", str, "gaussian", "distribution of random labels (kind = random)", choices=LABEL_KINDS),
     ]
     return fields
@@ -155,9 +133,3 @@ def activation_note(name: str) -> str:
         return f"σ = {name} has bounded σ' and σ'', as the bound assumes."
     return (f"σ = {name} is not a built-in activation; the bound assumes σ' and σ'' bounded, which ntkframe "
             "cannot check here.")
-
-
-def require(cond: bool, source: str, table: str, key: str, value: Any, message: str) -> None:
-    """Raise a ConfigError naming the file, table and key unless ``cond`` holds."""
-    if not cond:
-        raise ConfigError(f"{source} [{table}]: key {key!r} = {value!r}: {message}")

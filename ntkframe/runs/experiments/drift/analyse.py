@@ -1,0 +1,138 @@
+"""Analysis of ``drift``: the power-law fits of each drift against m, t and N, from the task records."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..base import ExperimentPart
+from ...fitting import fit_power_law
+from ..flow import activation_note, activation_smooth
+from .measure import METRICS, close, fit_points
+
+FITS = [
+    ("kernel_drift_vs_m", "kernel_drift", "m", -0.5, "‖H(t) − H(0)‖₂ = O(t N³/√m): slope ≤ −1/2 in m"),
+    ("kernel_drift_fro_vs_m", "kernel_drift_fro", "m", -0.5, "the same bound in Frobenius norm (‖·‖_F ≤ √N‖·‖₂)"),
+    ("kernel_drift_rel_vs_m", "kernel_drift_rel", "m", -0.5, "‖H(0)‖₂ = O(1) in m, so the relative drift has the same bound"),
+    ("param_drift_vs_m", "param_drift", "m", 0.0, "‖θ(t) − θ(0)‖ = O(1): slope ≤ 0 in m"),
+    ("param_drift_neuron_max_vs_m", "param_drift_neuron_max", "m", -0.5,
+     "each neuron moves O(1/√m): slope ≤ −1/2 in m (the max over m neurons may add a √log m)"),
+    ("kernel_drift_vs_t", "kernel_drift", "t", 1.0, "the bound is linear in t: slope ≤ 1 in t"),
+    ("param_drift_vs_t", "param_drift", "t", None, "no claim (reported)"),
+    ("kernel_drift_vs_n", "kernel_drift", "N", None, "derivations give N² to N³ (docs/theory.md §4): the exponent is reported"),
+    ("kernel_drift_rel_vs_n", "kernel_drift_rel", "N", None, "‖H(0)‖₂ grows like N, so one power less than the absolute drift"),
+]
+N_BOUND_SLOPES = (2.0, 3.0)
+
+
+def index_runs(runs: list[dict]) -> dict[tuple[int, int], dict[int, dict]]:
+    """The runs by (m, N), then by replicate."""
+    idx: dict[tuple[int, int], dict[int, dict]] = {}
+    for r in runs:
+        idx.setdefault((r["m"], r["n"]), {})[r["replicate"]] = r
+    return idx
+
+
+def time_index(times: list[float], t: float) -> int:
+    """The position of ``t`` among the record times."""
+    for i, s in enumerate(times):
+        if close(s, t):
+            return i
+    raise ValueError(f"time {t} is not among the record times {times}")
+
+
+class DriftAnalysis(ExperimentPart):
+    """The Experiment's ``summarise`` for ``drift``: every fit in :data:`FITS`, and the arrays."""
+
+    # -- summary --------------------------------------------------------------------------------------
+    def summarise(self, records: list[dict[str, Any]], ctx: Any) -> dict[str, Any]:
+        ec, mc = self.config["experiment"], self.config["model"]
+        res = fit_points(self.config)
+        runs = [rec["result"] for rec in records]
+        times = list(ec["times"])
+        results: dict[str, Any] = {
+            "runs": runs, "times": times, "widths": sorted(ec["widths"]), "ns": sorted(ec["ns"]),
+            "resolved": res, "activation": mc["activation"], "train": mc["train"],
+            "output_init": mc["output_init"], "activation_smooth": activation_smooth(mc["activation"]),
+            "activation_note": activation_note(mc["activation"]), "metrics": METRICS, "fits": {},
+        }
+        fits = results["fits"]
+        for name, metric, axis, theory, claim in FITS:
+            fits[name] = self._series(runs, metric, axis, res, times, theory, claim)
+        # the width exponent of the kernel drift at every record time
+        by_time = []
+        for t in times:
+            s = self._series(runs, "kernel_drift", "m", {**res, "t_w": t}, times, -0.5, "")
+            if s["fit"]:
+                by_time.append({"t": t, "exponent": s["fit"]["exponent"], "ci": s["fit"]["ci"]})
+        results["width_exponent_by_time"] = by_time
+        ctx.save_arrays("arrays", **self._grid(runs, times))
+        return results
+
+    @staticmethod
+    def _index(runs: list[dict]) -> dict[tuple[int, int], dict[int, dict]]:
+        idx: dict[tuple[int, int], dict[int, dict]] = {}
+        for r in runs:
+            idx.setdefault((r["m"], r["n"]), {})[r["replicate"]] = r
+        return idx
+
+    def _series(self, runs: list[dict], metric: str, axis: str, res: dict, times: list[float],
+                theory: float | None, claim: str) -> dict[str, Any]:
+        """x, Y (points × replicates present at every point) and the power-law fit of one relation."""
+        idx = index_runs(runs)
+        if axis == "m":
+            fixed = {"N": res["n0"], "t": res["t_w"]}
+            keys = [(m, res["n0"]) for m in sorted(self.config["experiment"]["widths"])]
+            ti = [time_index(times, res["t_w"])] * len(keys)
+            x = [k[0] for k in keys]
+        elif axis == "N":
+            fixed = {"m": res["m_n"], "t": res["t_n"]}
+            keys = [(res["m_n"], n) for n in sorted(self.config["experiment"]["ns"])]
+            ti = [time_index(times, res["t_n"])] * len(keys)
+            x = [k[1] for k in keys]
+        else:
+            fixed = {"m": res["m_t"], "N": res["n0"]}
+            keys = [(res["m_t"], res["n0"])] * len(times)
+            ti = list(range(len(times)))
+            x = list(times)
+        present = [k for k in keys if k in idx]
+        reps = sorted(set.intersection(*(set(idx[k]) for k in present))) if present and len(present) == len(keys) else []
+        out: dict[str, Any] = {"metric": metric, "symbol": METRICS[metric], "axis": axis, "fixed": fixed, "x": x,
+                               "replicates": reps, "Y": None, "fit": None, "error": None,
+                               "theory_slope": theory, "claim": claim}
+        if not reps:
+            out["error"] = "no replicate finished at every point"
+            return out
+        Y = np.array([[idx[k][rep][metric][i] for rep in reps] for k, i in zip(keys, ti)], dtype=float)
+        out["Y"] = Y.tolist()
+        if len(set(x)) < 2:
+            out["error"] = f"one {axis} value only: nothing to fit"
+            return out
+        zeros = int(np.sum(Y <= 0))
+        if zeros:
+            out["error"] = f"{zeros} of {Y.size} values are exactly 0, and a log-log fit needs positive values"
+            mc = self.config["model"]
+            if activation_smooth(mc["activation"]) is False and mc["train"] == "hidden" and metric.startswith("kernel"):
+                out["error"] += (f" ({mc['activation']} with only W trained: H depends on W only through the "
+                                 "activation pattern 1[w_rᵀx > 0], so the kernel does not move at all until a pattern "
+                                 "flips)")
+            return out
+        try:
+            out["fit"] = fit_power_law(x, Y)
+        except ValueError as exc:
+            out["error"] = str(exc)
+        return out
+
+    def _grid(self, runs: list[dict], times: list[float]) -> dict[str, np.ndarray]:
+        """Every metric as an array (widths, ns, times, replicates), NaN where no task ran."""
+        ec = self.config["experiment"]
+        widths, ns = sorted(ec["widths"]), sorted(ec["ns"])
+        reps = ec["seeds"]
+        arrays: dict[str, np.ndarray] = {"widths": np.array(widths), "ns": np.array(ns), "times": np.array(times)}
+        for metric in (*METRICS, "loss", "lambda_min", "lambda_max"):
+            A = np.full((len(widths), len(ns), len(times), reps), np.nan)
+            for r in runs:
+                A[widths.index(r["m"]), ns.index(r["n"]), :, r["replicate"]] = r[metric]
+            arrays[metric] = A
+        return arrays
