@@ -270,6 +270,8 @@ def test_chunked_rows_and_tiles(monkeypatch):
     monkeypatch.setattr(L, "CHUNK_BYTES", 1)  # one row per chunk
     monkeypatch.setattr(L, "TILE_BYTES", 1)
     monkeypatch.setattr(L, "GENERIC_CHUNK_BYTES", 1)
+    monkeypatch.setattr(L, "SYM_TILE_ROWS", 4)  # triangular tiles of the symmetric Gram
+    monkeypatch.setattr(L, "SYM_TILE", 4)
     assert rel(structured_module_ntk(m, None, X), ref) < 1e-10
     m, X = build("fallback", 3, torch.float64)
     assert rel(structured_module_ntk(m, None, X), explicit_ntk(m, X)) < 1e-10
@@ -290,3 +292,18 @@ def test_plugin_imports_without_torch():
     code = ("import sys; sys.modules['torch'] = None; import ntkframe_torch.layers as L; "
             "assert callable(L.structured_module_ntk)")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_one_backward_pass_per_output_when_batched_grads_fail(monkeypatch):
+    """Without a batching rule for some backward (is_grads_batched raises), the cotangents come
+    from one backward pass per output, with the same kernel."""
+    real = torch.autograd.grad
+
+    def grad(*args, **kwargs):
+        if kwargs.get("is_grads_batched"):
+            raise RuntimeError("no batching rule")
+        return real(*args, **kwargs)
+
+    m, X = build("residual", 3, torch.float64)
+    monkeypatch.setattr(torch.autograd, "grad", grad)
+    assert rel(structured_module_ntk(m, None, X), explicit_ntk(m, X)) < 1e-10

@@ -63,6 +63,9 @@ TILE_BYTES = 1 << 27
 CHUNK_BYTES = 1 << 30
 #: bytes the per-sample Jacobians of one chunk may take on the generic fallback
 GENERIC_CHUNK_BYTES = 1 << 28
+#: symmetric Grams of at least this many rows are computed by lower-triangular tiles of SYM_TILE rows
+SYM_TILE_ROWS = 1024
+SYM_TILE = 512
 
 
 def _torch() -> Any:
@@ -668,18 +671,19 @@ def _generic_jacobian(torch: Any, spec: _Spec, rest: tuple, X: Any, k: int) -> A
 
 # -- the tile ---------------------------------------------------------------------------------------
 
-def _jac_gram(torch: Any, J1: Any, J2: Any | None, full: bool) -> Any:
-    n1, k = J1.shape[:2]
-    sym = J2 is None
-    J2 = J1 if sym else J2
-    n2 = J2.shape[0]
-    if full:
-        A = J1.reshape(n1 * k, -1)
-        H = A @ (A if sym else J2.reshape(n2 * k, -1)).T
-        return H.reshape(n1, k, n2, k).permute(0, 2, 1, 3)
-    A = J1.reshape(n1, -1)
-    H = A @ (A if sym else J2.reshape(n2, -1)).T
-    return H / k if k > 1 else H
+def _add_gram(out: Any, A: Any, B: Any | None, scale: float) -> None:
+    """out += scale · A Bᵀ in place; ``B=None``: A Aᵀ, by lower-triangular tiles mirrored when A
+    has at least ``SYM_TILE_ROWS`` rows (about half the flops)."""
+    n = A.shape[0]
+    if B is not None or n < SYM_TILE_ROWS:
+        out.addmm_(A, (A if B is None else B).T, alpha=scale)
+        return
+    for i0 in range(0, n, SYM_TILE):
+        for j0 in range(0, i0 + 1, SYM_TILE):
+            blk = A[i0:i0 + SYM_TILE] @ A[j0:j0 + SYM_TILE].T
+            out[i0:i0 + SYM_TILE, j0:j0 + SYM_TILE].add_(blk, alpha=scale)
+            if j0 != i0:
+                out[j0:j0 + SYM_TILE, i0:i0 + SYM_TILE].add_(blk.T, alpha=scale)
 
 
 def _pair_gram(torch: Any, A1: Any, G1: Any, A2: Any, G2: Any, full: bool, index: bool) -> Any:
@@ -732,23 +736,26 @@ def module_gram_tile(F1: ModuleFactors, F2: ModuleFactors | None = None, *, trac
         raise ValueError("F1 and F2 come from different modules or parameter sets")
     k = F1.k
     full = k > 1 and not trace
-    H = None
+    n1, n2 = F1.n, F2.n
+    # one accumulator; the per-sample blocks add their Grams into it in place, rows (i, c) x (j, c')
+    H = torch.zeros((n1 * k, n2 * k) if full else (n1, n2), dtype=F1.dtype, device=F1.device)
+    H4 = H.view(n1, k, n2, k).permute(0, 2, 1, 3) if full else H
+    scale = 1.0 if (full or k == 1) else 1.0 / k
+    jacs = [(L1.as_jac(torch), None if sym else F2.layers[nm].as_jac(torch))
+            for nm, L1 in F1.layers.items() if not (L1.path == "pair" and F2.layers[nm].path == "pair")]
+    if F1.generic_J is not None:
+        jacs.append((F1.generic_J, None if sym else F2.generic_J))
+    if not F1.layers and not jacs:
+        raise ValueError("no parameters to differentiate: the NTK is identically zero")
+    for J1, J2 in jacs:
+        rows1, rows2 = (n1 * k, n2 * k) if full else (n1, n2)
+        _add_gram(H, J1.reshape(rows1, -1), None if J2 is None else J2.reshape(rows2, -1), scale)
     for nm, L1 in F1.layers.items():
         L2 = F2.layers[nm]
         if L1.path == "pair" and L2.path == "pair":
             for (A1, G1), (A2, G2) in zip(L1.pairs, L2.pairs):
-                T = _pair_gram(torch, A1, G1, A2, G2, full, L1.index)
-                H = T if H is None else H.add_(T)
-        else:
-            J1 = L1.as_jac(torch)
-            T = _jac_gram(torch, J1, None if sym else L2.as_jac(torch), full)
-            H = T if H is None else H.add_(T)
-    if F1.generic_J is not None:
-        T = _jac_gram(torch, F1.generic_J, None if sym else F2.generic_J, full)
-        H = T if H is None else H.add_(T)
-    if H is None:
-        raise ValueError("no parameters to differentiate: the NTK is identically zero")
-    return H.contiguous()
+                H4.add_(_pair_gram(torch, A1, G1, A2, G2, full, L1.index))
+    return H4.contiguous() if full else H
 
 
 def structured_module_ntk(module: Any, params: Any, X1: Any, X2: Any | None = None, *, trace: bool = False) -> Any:
