@@ -13,7 +13,7 @@ cupy) load when their backend is built.
 from __future__ import annotations
 
 from .runs import data  # noqa: F401 - nf.data: data sets
-from .theory import predict  # noqa: F401 - nf.predict is the module, and calling it calls predict.predict
+from .theory.predict import predict  # nf.predict(...); nf.predict.kernel_regression / .gradient_descent_mse
 from .core.activations import Activation, get_activation
 from .theory.analytic import AnalyticNTK, analytic_ntk, nngp_kernel
 from .core.backend import Backend, backend_for, get_backend, list_backends, to_numpy

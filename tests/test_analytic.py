@@ -10,7 +10,7 @@ import pytest
 
 import ntkframe as nf
 from ntkframe.core.activations import BUILTIN_ACTIVATIONS, Activation
-from ntkframe.theory.analytic import choose_order, gaussian_moments, has_closed_form, quadrature_error
+from ntkframe.theory.gaussian import choose_order, gaussian_moments, has_closed_form, quadrature_error
 
 from helpers import rel_err
 

@@ -140,11 +140,45 @@ def test_kernel_flow_multi_output_kernel_is_flattened_per_output_pair():
     np.testing.assert_allclose(sol.residual(1.5), r_ref.reshape(n, k), atol=1e-12)
 
 
-def test_kernel_flow_refuses_non_quadratic_losses_and_time_stepping():
+def test_kernel_flow_refuses_non_quadratic_losses_and_is_no_time_stepper():
     with pytest.raises(ValueError, match="only for a quadratic loss .*'logistic'"):
         nf.KernelFlow().check_loss(nf.Logistic())
-    with pytest.raises(TypeError, match="function space"):
-        nf.KernelFlow().solve(lambda t, y: y, np.ones(2), [1.0])
+    # a closed form, not an ODE stepper: simulate dispatches on it, nothing can time-step with it
+    assert not isinstance(nf.KernelFlow(), nf.Integrator)
+    assert not hasattr(nf.KernelFlow(), "integrate") and not hasattr(nf.KernelFlow(), "solve")
+    assert nf.KernelFlow().config() == {"kind": "kernel_flow"} and repr(nf.KernelFlow()) == "KernelFlow()"
+
+
+@pytest.mark.parametrize("outputs", [1, 2])
+def test_kernel_flow_and_predict_gradient_descent_mse_match_the_matrix_exponential(outputs):
+    """KernelFlow (simulate's linearised model) and nf.predict.gradient_descent_mse share one solver;
+    both must give the f(t) of df/dt = −(1/N) H (f − y) solved independently by expm, on train and
+    test points, for one output and for a per-output (N, N, k, k) kernel."""
+    be = nf.get_backend("numpy")
+    rng = np.random.default_rng(11)
+    n, m, p, k = 7, 3, 5, outputs
+    J = rng.standard_normal((n * k, p))
+    J[-1] = J[0]  # singular H
+    Jx = rng.standard_normal((m * k, p))
+    H, Hx = J @ J.T, Jx @ J.T  # rows n·k + c, as kernel_matrix flattens
+    shape, shape_x = ((n,), (m,)) if k == 1 else ((n, k), (m, k))
+    f0, y, g0 = (rng.standard_normal(s) for s in (shape, shape, shape_x))
+    if k == 1:
+        H4, Hx4 = H, Hx
+    else:  # the same matrices as (N1, N2, k, k) kernels
+        H4 = H.reshape(n, k, n, k).transpose(0, 2, 1, 3)
+        Hx4 = Hx.reshape(m, k, n, k).transpose(0, 2, 1, 3)
+    times = np.array([0.0, 0.4, 3.0, 40.0])
+    flow = nf.KernelFlow().fit(be.asarray(H4), f0, y, be, nf.MSE())
+    train, test = nf.predict.gradient_descent_mse(H4, y)(times, f0, g0, Hx4)
+    assert train.shape == (len(times),) + shape and test.shape == (len(times),) + shape_x
+    for i, t in enumerate(times):
+        r_ref, fx_ref = _linear_flow_oracle(H, Hx, (f0 - y).reshape(-1), g0.reshape(-1), n, t)
+        tol = 1e-11 * max(1.0, t)
+        np.testing.assert_allclose(flow.outputs(t).reshape(-1), y.reshape(-1) + r_ref, atol=tol)
+        np.testing.assert_allclose(flow.test_outputs(t, Hx4, g0).reshape(-1), fx_ref, atol=tol)
+        np.testing.assert_allclose(train[i].reshape(-1), y.reshape(-1) + r_ref, atol=tol)
+        np.testing.assert_allclose(test[i].reshape(-1), fx_ref, atol=tol)
 
 
 @pytest.mark.parametrize("make,match", [

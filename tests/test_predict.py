@@ -136,11 +136,12 @@ def test_multi_output_scalar_and_per_output_kernels_agree(problem):
     np.testing.assert_allclose(b[1], a[1], atol=1e-10)
 
 
-def test_nf_predict_is_callable_module():
-    assert callable(nf.predict) and nf.predict.kernel_regression is kernel_regression
+def test_nf_predict_is_callable_and_reaches_the_kernel_level_functions():
     import ntkframe.theory.predict as module
 
-    assert module is nf.predict
+    assert callable(nf.predict) and nf.predict is module.predict
+    assert nf.predict.kernel_regression is kernel_regression
+    assert nf.predict.gradient_descent_mse is gradient_descent_mse
 
 
 @pytest.mark.parametrize("kernel", ["ntk", "nngp"])

@@ -224,3 +224,24 @@ def test_bad_records_and_losses_are_refused_with_what_is_allowed():
     traj = nf.simulate(model, nf.MSE(), nf.Euler(0.1), X, y, [1.0], record=["loss"])
     with pytest.raises(AttributeError, match="no 'kernel_drift'; it holds loss, steps, times"):
         traj.kernel_drift
+
+
+def test_a_recorder_added_to_recordable_is_recorded_by_simulate(monkeypatch):
+    """Adding a recorded quantity is one function in one dict: simulate picks it up by name."""
+    from ntkframe.flow import recorders
+
+    def record_residual_norm(run, at):
+        return {"residual_norm": float(np.linalg.norm(nf.to_numpy(at.f) - nf.to_numpy(run.y)))}
+
+    monkeypatch.setitem(recorders.RECORDABLE, "residual_norm", record_residual_norm)
+    X, y = _data(6, 3, seed=14)
+    model = nf.TwoLayerNet(d=3, m=16, activation="softplus")
+    times = [0.0, 1.0, 2.0]
+    traj = nf.simulate(model, nf.MSE(), nf.RK4(h=0.1), X, y, times, record=["outputs", "residual_norm"])
+    np.testing.assert_allclose(traj.residual_norm, np.linalg.norm(traj.outputs - y, axis=1), rtol=1e-12)
+    assert traj.residual_norm[-1] < traj.residual_norm[0]
+    exact = nf.simulate(model, nf.MSE(), nf.KernelFlow(), X, y, times, record=["residual_norm"])
+    np.testing.assert_allclose(exact.residual_norm ** 2 / (2 * len(y)), exact.loss, rtol=1e-12)  # L = (1/2N)‖r‖²
+    monkeypatch.delitem(recorders.RECORDABLE, "residual_norm")
+    with pytest.raises(ValueError, match="unknown record \\['residual_norm'\\]"):
+        nf.simulate(model, nf.MSE(), nf.RK4(h=0.1), X, y, times, record=["residual_norm"])

@@ -1,17 +1,19 @@
-"""The Integrator interface: Euler (= gradient descent), RK4, adaptive Dormand–Prince 5(4), KernelFlow.
+"""The Integrator interface: Euler (= gradient descent), RK4 and adaptive Dormand–Prince 5(4).
 
-*Parameter-space* integrators advance a state y along an ODE dy/dt = F(t, y) and report it at
-requested times.  The state is a pytree — an array, or a dict/list/tuple of them — of backend
-arrays; every operation is an array expression (no in-place update, so jax arrays work), and
+Integrators advance a state y along an ODE dy/dt = F(t, y) and report it at requested times.  The
+state is a pytree (:mod:`ntkframe.flow.pytree`) — an array, or a dict/list/tuple of them — of
+backend arrays; every operation is an array expression (no in-place update, so jax arrays work), and
 nothing leaves the device during a step except, for Dormand–Prince, one scalar (the error norm).
 For training, y = θ (the trainable parameters) and F = −∇θL (docs/theory.md §1):
 
     dθ/dt = −∇θ L(θ) = −(1/N) Σ_i ∂ℓ/∂f(f_θ(x_i), y_i) ∇θ f(x_i)  = −(1/N) vjp(θ, X, ∂ℓ/∂f),
 
-which :func:`ntkframe.flow.simulate` builds; here the integrators know nothing of networks.
+which :func:`ntkframe.flow.simulate` builds; here the integrators know nothing of networks.  The
+stable steps of the fixed-step methods are derived in docs/theory.md §6.
 
-The *function-space* integrator :class:`KernelFlow` solves the linearised dynamics
-df/dt = −(1/N) H(0) ∂ℓ/∂f exactly for MSE in the eigenbasis of H(0) (docs/theory.md §4).
+:data:`BUILTIN_INTEGRATORS` is what the core plugin registers under "integrators": these steppers
+and :class:`~ntkframe.flow.linearised.KernelFlow`, the exact linearised flow, which is selected the
+same way but is a closed-form solution rather than a time stepper (so it is no Integrator).
 """
 
 from __future__ import annotations
@@ -22,62 +24,16 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from ..errors import DivergenceError, NtkframeError
+from .linearised import KernelFlow
+from .pytree import tree_combine, tree_map, tree_size, tree_sum_squares
 
 RHS = Callable[[float, Any], Any]
 Check = Callable[[float, Any], None]
 OnStep = Callable[[float], None]
 
 
-# -- pytrees of backend arrays ---------------------------------------------------------------------
-
-def tree_map(fn: Callable[..., Any], *trees: Any) -> Any:
-    """Apply ``fn`` leafwise to pytrees of the same structure (dicts, lists, tuples of arrays)."""
-    first = trees[0]
-    if isinstance(first, dict):
-        return {key: tree_map(fn, *(t[key] for t in trees)) for key in first}
-    if isinstance(first, (list, tuple)):
-        return type(first)(tree_map(fn, *items) for items in zip(*trees))
-    return fn(*trees)
-
-
-def tree_leaves(tree: Any) -> list[Any]:
-    if isinstance(tree, dict):
-        return [leaf for v in tree.values() for leaf in tree_leaves(v)]
-    if isinstance(tree, (list, tuple)):
-        return [leaf for v in tree for leaf in tree_leaves(v)]
-    return [tree]
-
-
-def tree_combine(y: Any | None, h: float, coefs: Sequence[float], ks: Sequence[Any]) -> Any:
-    """y + h Σ_i coefs[i]·ks[i] leafwise (zero coefficients skipped); ``y=None`` gives h Σ_i coefs[i]·ks[i]."""
-    terms = [(c, k) for c, k in zip(coefs, ks) if c != 0.0]
-
-    def leaf(*args: Any) -> Any:
-        base, k_leaves = (args[0], args[1:]) if y is not None else (None, args)
-        acc = None
-        for (c, _), kl in zip(terms, k_leaves):
-            acc = kl * c if acc is None else acc + kl * c
-        if acc is None:
-            return base
-        return acc * h if base is None else base + acc * h
-
-    return tree_map(leaf, *([] if y is None else [y]), *(k for _, k in terms))
-
-
-def tree_sum_squares(tree: Any) -> Any:
-    """Σ over all leaves of Σ x², as a 0-d array on the leaves' device (no host transfer)."""
-    total = None
-    for leaf in tree_leaves(tree):
-        s = (leaf * leaf).sum()
-        total = s if total is None else total + s
-    return total
-
-
-def tree_size(tree: Any) -> int:
-    return int(sum(math.prod(leaf.shape) for leaf in tree_leaves(tree)))
-
-
-def _check_times(times: Any, t0: float) -> list[float]:
+def check_times(times: Any, t0: float) -> list[float]:
+    """``times`` as a list of floats, after checking it is 1-D, finite, strictly increasing and ≥ ``t0``."""
     t = np.asarray(times, dtype=np.float64)
     if t.ndim == 0:
         t = t[None]
@@ -133,7 +89,6 @@ class Integrator:
     """
 
     name: str = "base"
-    parameter_space: bool = True
     stability_interval: float | None = None
     check_every: int = 10
 
@@ -183,7 +138,7 @@ class FixedStep(Integrator):
                   state: dict | None = None, check: Check | None = None,
                   on_step: OnStep | None = None) -> Iterator[tuple[float, Any, dict]]:
         """Yield (t, y(t), {"steps": n}) at each output time (see :class:`Integrator`)."""
-        times = _check_times(times, t0)
+        times = check_times(times, t0)
         check = check or check_finite
         steps = int((state or {}).get("steps", 0))
         t, y, h = float(t0), y0, self.h
@@ -316,7 +271,7 @@ class DormandPrince(Integrator):
                   state: dict | None = None, check: Check | None = None,
                   on_step: OnStep | None = None) -> Iterator[tuple[float, Any, dict]]:
         """Yield (t, y(t), {"h", "steps", "rejected"}) at each output time (see :class:`Integrator`)."""
-        times = _check_times(times, t0)
+        times = check_times(times, t0)
         check = check or check_finite
         state = state or {}
         steps, rejected = int(state.get("steps", 0)), int(state.get("rejected", 0))
@@ -372,112 +327,7 @@ def _maximum(a: Any, b: Any) -> Any:
     return (a + b + abs(a - b)) * 0.5
 
 
-# -- function space --------------------------------------------------------------------------------
-
-def kernel_matrix(be: Any, H: Any) -> Any:
-    """An NTK as one matrix: (N1, N2) stays, (N1, N2, k, k) becomes (N1·k, N2·k) with row n·k + c."""
-    if H.ndim == 2:
-        return H
-    n1, n2, k, _ = H.shape
-    return be.permute(H, (0, 2, 1, 3)).reshape(n1 * k, n2 * k)
-
-
-class LinearisedFlow:
-    r"""The exact solution of the linearised gradient flow for MSE with a frozen kernel H = H(0).
-
-    With H = V Λ Vᵀ on the training inputs and r₀ = f(X, 0) − y (docs/theory.md §4):
-
-        f_lin(X, t) − y = V e^{−tΛ/N} Vᵀ r₀,
-        f_lin(x, t)     = f(x, 0) − H(x, X) c(t),   c(t) = V diag((1 − e^{−tλ_i/N})/λ_i) Vᵀ r₀,
-
-    with (1 − e^{−tλ/N})/λ → t/N as λ → 0: no inverse is formed, so a singular H is fine
-    (its null-space component of r₀ simply stays).  The linearised parameters move as
-    θ_lin(t) = θ(0) − J(0)ᵀ c(t) = θ(0) − vjp(θ(0), X, c(t)).  Eigenvalues below zero (round-off
-    of a PSD kernel) are set to zero.  k outputs: H is (N, N, k, k) and is flattened to (Nk, Nk).
-    Everything stays on the backend; ``eigh`` runs there once, at construction.
-    """
-
-    def __init__(self, H: Any, f0: Any, y: Any, backend: Any):
-        self.be = be = backend
-        self.shape = tuple(f0.shape)
-        self.n = self.shape[0]
-        size = math.prod(self.shape)
-        Hm = kernel_matrix(be, H)
-        if tuple(Hm.shape) != (size, size):
-            raise ValueError(f"the kernel H has shape {tuple(H.shape)} but the outputs f0 have shape {self.shape}: "
-                             "expected (N, N) for one output or (N, N, k, k)")
-        if tuple(y.shape) != self.shape:
-            raise ValueError(f"targets y have shape {tuple(y.shape)}; expected {self.shape}, the shape of f0")
-        lam, V = be.xp.linalg.eigh(Hm)
-        self.lam, self.V = be.relu(lam), V
-        self.f0, self.y = f0, y
-        self.c0 = V.T @ (f0 - y).reshape(size)
-
-    @property
-    def lambda_min(self) -> float:
-        return float(self.lam[0])
-
-    @property
-    def lambda_max(self) -> float:
-        return float(self.lam[-1])
-
-    def _in_basis(self, weights: Any) -> Any:
-        return (self.V @ (weights * self.c0)).reshape(self.shape)
-
-    def residual(self, t: float) -> Any:
-        """r_lin(t) = f_lin(X, t) − y = V e^{−tΛ/N} Vᵀ r₀."""
-        return self._in_basis(self.be.xp.exp(self.lam * (-float(t) / self.n)))
-
-    def outputs(self, t: float) -> Any:
-        """f_lin(X, t) on the training inputs."""
-        return self.y + self.residual(t)
-
-    def coefficients(self, t: float) -> Any:
-        """c(t) = V diag((1 − e^{−tλ/N})/λ) Vᵀ r₀ (λ → 0: t/N), in the shape of f0."""
-        xp, s = self.be.xp, float(t) / self.n
-        x = self.lam * s
-        small = x < 1e-8
-        xs = xp.where(small, 1.0, x)
-        phi = xp.where(small, 1.0 - 0.5 * x, -xp.expm1(-xs) / xs) * s
-        return self._in_basis(phi)
-
-    def test_outputs(self, t: float, H_test: Any, f0_test: Any) -> Any:
-        """f_lin(x, t) = f(x, 0) − H(x, X) c(t) at test inputs; H_test = H(X_test, X) at θ(0)."""
-        Hm = kernel_matrix(self.be, H_test)
-        return f0_test - (Hm @ self.coefficients(t).reshape(-1)).reshape(tuple(f0_test.shape))
-
-
-class KernelFlow(Integrator):
-    """Function-space integrator: the linearised dynamics df/dt = −(1/N) H(0) ∂ℓ/∂f, solved exactly.
-
-    For MSE (∂ℓ/∂f = f − y) the solution is closed-form in the eigenbasis of H(0)
-    (:class:`LinearisedFlow`, docs/theory.md §4): no time stepping, no matrix inverse, singular H
-    allowed.  Other losses make the linearised flow nonlinear in f and are refused.
-    ``fit(H0, f0, y, backend)`` returns the solution; :func:`ntkframe.flow.simulate` builds H0 = H(X, X)
-    at θ(0) through the backend's hot path and, with test inputs, H(X_test, X).
-    """
-
-    name = "kernel_flow"
-    parameter_space = False
-
-    def check_loss(self, loss: Any) -> None:
-        if not getattr(loss, "quadratic", False):
-            raise ValueError(
-                f"KernelFlow solves the linearised dynamics exactly only for a quadratic loss (MSE); got "
-                f"{getattr(loss, 'name', type(loss).__name__)!r}. Use Euler, RK4 or DormandPrince for this loss"
-            )
-
-    def fit(self, H: Any, f0: Any, y: Any, backend: Any, loss: Any = None) -> LinearisedFlow:
-        """The linearised flow from the kernel H = H(X, X; θ(0)), outputs f0 = f(X, 0) and targets y."""
-        if loss is not None:
-            self.check_loss(loss)
-        return LinearisedFlow(H, f0, y, backend)
-
-    def integrate(self, rhs: RHS, y0: Any, times: Sequence[float], **kwargs: Any) -> Iterator[tuple[float, Any, dict]]:
-        raise TypeError("KernelFlow integrates in function space, not a general ODE: use KernelFlow().fit(H0, f0, y, "
-                        "backend) or nf.simulate(model, nf.MSE(), nf.KernelFlow(), X, y, times)")
-
-
-BUILTIN_INTEGRATORS: dict[str, type[Integrator]] = {
+#: the methods registered under "integrators" (KernelFlow: the closed form, selected like a stepper)
+BUILTIN_INTEGRATORS: dict[str, type] = {
     "euler": Euler, "rk4": RK4, "dormand_prince": DormandPrince, "kernel_flow": KernelFlow,
 }

@@ -13,11 +13,14 @@ The neural-tangents ``predict`` API, in ntkframe's conventions (docs/theory.md �
   with (1 − e^{−tλ/N})/λ → t/N as λ → 0 (no inverse is ever formed: H may be singular).  Time is
   measured in our mean-loss convention; the papers' sum loss runs N times faster, and gradient
   descent with step h after s steps is at t = h·s.  ``t=None`` is t = ∞, i.e. kernel regression.
+  Both this and kernel regression are evaluated by the one linearised-flow solver,
+  :class:`ntkframe.flow.linearised.LinearisedFlow` (docs/theory.md §4.3), the same that
+  ``nf.KernelFlow`` uses inside ``nf.simulate``.
 * :func:`predict` — the convenience: from a model (and, optionally, its parameters) to predictions.
 
-``nf.predict`` is this module *and* callable: ``nf.predict(model, X_train, y_train, X_test)`` calls
-:func:`predict`, while ``nf.predict.kernel_regression(...)`` and ``nf.predict.gradient_descent_mse(...)``
-reach the lower-level functions.
+``nf.predict`` is the function :func:`predict`, carrying the lower-level functions as attributes:
+``nf.predict(model, X_train, y_train, X_test)`` predicts, while ``nf.predict.kernel_regression(...)``
+and ``nf.predict.gradient_descent_mse(...)`` reach the kernel-level ones.
 
 Kernels are (N1, N2) scalar kernels (one output, or δ_cc' kernels applied to each column of an
 (N, k) ``y``) or (N1, N2, k, k) per-output kernels, which are flattened to (N1·k, N2·k).  All
@@ -30,11 +33,14 @@ left unfit by kernel regression and at t = ∞ (a pseudo-inverse), so diag_reg =
 from __future__ import annotations
 
 import math
-import sys
-import types
 from typing import Any, Callable, NamedTuple
 
 import numpy as np
+
+from ..core.backend import get_backend, to_numpy
+from ..core.kernels import _resolve_backend, empirical_ntk
+from ..flow.linearised import LinearisedFlow, kernel_matrix
+from .analytic import analytic_ntk, nngp_kernel
 
 KERNELS = ("ntk", "nngp")
 
@@ -56,8 +62,6 @@ class Prediction(NamedTuple):
 
 
 def _host(x: Any, name: str) -> np.ndarray:
-    from ..core.backend import to_numpy
-
     try:
         arr = to_numpy(x)
     except TypeError as exc:
@@ -71,13 +75,8 @@ def _host(x: Any, name: str) -> np.ndarray:
 def _flatten_kernel(K: np.ndarray, name: str, n_rows: int | None = None,
                     n_cols: int | None = None) -> tuple[np.ndarray, int]:
     """(N1, N2) stays; (N1, N2, k, k) becomes (N1·k, N2·k).  Returns the matrix and k (0 for 2-D)."""
-    if K.ndim == 2:
-        out, k = K, 0
-    elif K.ndim == 4 and K.shape[2] == K.shape[3]:
-        k = K.shape[2]
-        out = K.transpose(0, 2, 1, 3).reshape(K.shape[0] * k, K.shape[1] * k)
-    else:
-        raise ValueError(f"{name} must have shape (N1, N2) or (N1, N2, k, k); got {K.shape}")
+    out = kernel_matrix(_host_backend(), K, name)
+    k = K.shape[2] if K.ndim == 4 else 0
     if n_rows is not None and K.shape[0] != n_rows:
         raise ValueError(f"{name} has {K.shape[0]} rows (shape {K.shape}); expected {n_rows}")
     if n_cols is not None and K.shape[1] != n_cols:
@@ -85,43 +84,29 @@ def _flatten_kernel(K: np.ndarray, name: str, n_rows: int | None = None,
     return out, k
 
 
-def _targets(y: np.ndarray, n: int, k: int, name: str) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
-    """y as a matrix whose rows match the flattened kernel, and the map back to y's layout."""
+def _host_backend() -> Any:
+    """The NumPy backend the host-side solver runs on (float64)."""
+    return get_backend("numpy")
+
+
+def _check_targets(y: np.ndarray, n: int, k: int, name: str) -> None:
+    """y is (N,) or (N, k') for an (N, N) kernel (one kernel per column), (N, k) for an (N, N, k, k) one."""
     if y.ndim not in (1, 2) or y.shape[0] != n:
         raise ValueError(f"{name} must have shape ({n},) or ({n}, k); got {y.shape}")
-    if k:  # per-output kernel: y must be (N, k)
-        if y.ndim != 2 or y.shape[1] != k:
-            raise ValueError(f"{name} must have shape ({n}, {k}) for a (N, N, {k}, {k}) kernel; got {y.shape}")
-        return y.reshape(n * k, 1), lambda f: f.reshape(-1, k)
-    if y.ndim == 1:
-        return y[:, None], lambda f: f[..., 0]
-    return y, lambda f: f
+    if k and (y.ndim != 2 or y.shape[1] != k):
+        raise ValueError(f"{name} must have shape ({n}, {k}) for a (N, N, {k}, {k}) kernel; got {y.shape}")
 
 
-class _Eig:
-    """Eigendecomposition K + εI = V Λ Vᵀ with the pseudo-inverse cutoff."""
-
-    def __init__(self, K: np.ndarray, diag_reg: float, absolute: bool, rcond: float | None):
-        if K.shape[0] != K.shape[1]:
-            raise ValueError(f"k_train_train must be square; got shape {K.shape}")
-        if not (diag_reg >= 0 and math.isfinite(diag_reg)):
-            raise ValueError(f"diag_reg must be a finite number >= 0; got {diag_reg!r}")
-        n = K.shape[0]
-        K = 0.5 * (K + K.T)
-        eps = diag_reg if absolute else diag_reg * float(np.trace(K)) / n
-        from scipy.linalg import eigh
-
-        lam, V = eigh(K + eps * np.eye(n))
-        self.lam, self.V = np.maximum(lam, 0.0), V
-        lam_max = float(self.lam.max(initial=0.0))
-        self.cutoff = (n * 1e-15 if rcond is None else float(rcond)) * lam_max
-        self.keep = self.lam > self.cutoff
-
-    def inv_factor(self) -> np.ndarray:
-        """diag(1/λ) on kept directions, 0 on the others (the pseudo-inverse's spectrum)."""
-        out = np.zeros_like(self.lam)
-        out[self.keep] = 1.0 / self.lam[self.keep]
-        return out
+def _train_flow(K: np.ndarray, y: np.ndarray, diag_reg: float, absolute: bool, rcond: float | None) -> LinearisedFlow:
+    """The linearised flow on K + εI (symmetrised) towards y, from f = 0, with the pseudo-inverse cutoff."""
+    if K.shape[0] != K.shape[1]:
+        raise ValueError(f"k_train_train must be square; got shape {K.shape}")
+    if not (diag_reg >= 0 and math.isfinite(diag_reg)):
+        raise ValueError(f"diag_reg must be a finite number >= 0; got {diag_reg!r}")
+    P = K.shape[0]
+    K = 0.5 * (K + K.T)
+    eps = diag_reg if absolute else diag_reg * float(np.trace(K)) / P
+    return LinearisedFlow(K + eps * np.eye(P), np.zeros_like(y), y, _host_backend(), rcond=rcond)
 
 
 def kernel_regression(k_train_train: Any, k_test_train: Any, y_train: Any, diag_reg: float = 0.0,
@@ -134,7 +119,8 @@ def kernel_regression(k_train_train: Any, k_test_train: Any, y_train: Any, diag_
     or (M, M) → full covariance (M, M); with per-output kernels, (M, k, k) or (M, M, k, k) likewise.
     With diag_reg = 0 the mean interpolates the training data (on the kernel's range).  With H* the
     "variance" is that of a GP whose covariance is H*, as neural-tangents' ``gp_inference`` gives it
-    — not the variance of an ensemble of trained networks.
+    — not the variance of an ensemble of trained networks.  The mean is the linearised flow from
+    f = 0 at t = ∞ (:func:`gradient_descent_mse` with ``t=None``).
     """
     K, k = _flatten_kernel(_host(k_train_train, "k_train_train"), "k_train_train")
     y = _host(y_train, "y_train")
@@ -145,16 +131,16 @@ def kernel_regression(k_train_train: Any, k_test_train: Any, y_train: Any, diag_
         raise ValueError(f"k_test_train has shape {Ks_raw.shape} but k_train_train has shape {np.shape(k_train_train)}")
     if K.shape[0] != n * max(k, 1):
         raise ValueError(f"k_train_train has shape {np.shape(k_train_train)} but y_train has {n} rows")
-    Y, back = _targets(y, n, k, "y_train")
-    eig = _Eig(K, float(diag_reg), diag_reg_absolute_scale, rcond)
-    coef = eig.V @ (eig.inv_factor()[:, None] * (eig.V.T @ Y))
-    mean = back(Ks @ coef)
+    _check_targets(y, n, k, "y_train")
+    flow = _train_flow(K, y, float(diag_reg), diag_reg_absolute_scale, rcond)
+    M = Ks_raw.shape[0]
+    mean = to_numpy(flow.test_outputs(math.inf, Ks, np.zeros((M,) + y.shape[1:])))
     if k_test_test is None:
         return Posterior(mean, None)
     Kss = _host(k_test_test, "k_test_test")
-    M = Ks_raw.shape[0]
-    # B = Λ^{-1/2} Vᵀ K*ᵀ on the kept directions, so K*(K + εI)⁺K*ᵀ = BᵀB
-    B = (np.sqrt(eig.inv_factor())[:, None]) * (eig.V.T @ Ks.T)
+    # B = Λ^{-1/2} Vᵀ K*ᵀ on the kept directions (Λ⁺ = the flow's t = ∞ weights), so K*(K + εI)⁺K*ᵀ = BᵀB
+    inverse = to_numpy(flow.spectral_weights(math.inf)[1][0])
+    B = np.sqrt(inverse)[:, None] * (to_numpy(flow.V).T @ Ks.T)
     if Kss.ndim == 1 or (k and Kss.ndim == 3):
         diag = Kss if not k else np.einsum("icc->ic", Kss).reshape(-1)
         if diag.shape[0] != Ks.shape[0]:
@@ -179,55 +165,44 @@ def gradient_descent_mse(k_train_train: Any, y_train: Any, diag_reg: float = 0.0
     scalar t or an array of times (then a leading time axis).  ``fx_train_0`` / ``fx_test_0`` are the
     outputs at t = 0 (default 0: the infinite-width ensemble mean).  ``t=None`` means t = ∞ (kernel
     regression, with the pseudo-inverse cutoff).  ``N`` in e^{−tλ/N} is the number of training inputs.
+    The eigendecomposition is done once, here; each call only applies it.
     """
     K, k = _flatten_kernel(_host(k_train_train, "k_train_train"), "k_train_train")
     y = _host(y_train, "y_train")
     n = y.shape[0] if y.ndim else 0
     if K.shape[0] != n * max(k, 1):
         raise ValueError(f"k_train_train has shape {np.shape(k_train_train)} but y_train has {n} rows")
-    Y, back = _targets(y, n, k, "y_train")
-    eig = _Eig(K, float(diag_reg), diag_reg_absolute_scale, rcond)
-    lam, V = eig.lam, eig.V
+    _check_targets(y, n, k, "y_train")
+    flow = _train_flow(K, y, float(diag_reg), diag_reg_absolute_scale, rcond)
 
     def _initial(f0: Any, rows: int, name: str) -> np.ndarray:
         f = _host(f0, name)
+        want = (rows,) + y.shape[1:]
         if f.ndim == 0:
-            return np.full((rows, Y.shape[1]), float(f))
-        want = (rows // max(k, 1),) + y.shape[1:]
+            return np.full(want, float(f))
         if f.shape != want:
             raise ValueError(f"{name} must be a scalar or have shape {want}; got {f.shape}")
-        return f.reshape(rows, Y.shape[1])
+        return f
 
     def predict_fn(t: Any = None, fx_train_0: Any = 0.0, fx_test_0: Any = None, k_test_train: Any = None):
-        f0 = _initial(fx_train_0, K.shape[0], "fx_train_0")
-        c = V.T @ (f0 - Y)  # residual in the eigenbasis
-        times = None if t is None else np.asarray(t, dtype=np.float64)
-        if times is not None and (np.any(times < 0) or not np.all(np.isfinite(times))):
-            raise ValueError(f"t must be finite and >= 0 (t=None means t = ∞); got {t!r}")
-        if times is None:
-            decay = np.where(eig.keep, 0.0, 1.0)[None, :]
-            phi = eig.inv_factor()[None, :]
-        else:
-            tt = times.reshape(-1, 1)
-            x = tt * lam[None, :] / n
-            decay = np.exp(-x)
-            small = lam[None, :] <= eig.cutoff
-            with np.errstate(divide="ignore", invalid="ignore"):
-                phi = np.where(small, tt / n, -np.expm1(-x) / np.where(small, 1.0, lam[None, :]))
-        train = Y[None] + np.einsum("ij,tj,jc->tic", V, decay, c)
-        scalar = times is None or times.ndim == 0
-        out_train = back(train[0]) if scalar else np.stack([back(f) for f in train])
+        sol = flow.starting_from(_initial(fx_train_0, n, "fx_train_0"))
+        times: Any = math.inf
+        if t is not None:
+            times = np.asarray(t, dtype=np.float64)
+            if np.any(times < 0) or not np.all(np.isfinite(times)):
+                raise ValueError(f"t must be finite and >= 0 (t=None means t = ∞); got {t!r}")
+            times = times if times.ndim == 0 else times.reshape(-1)
+        train = to_numpy(sol.outputs(times))
         if k_test_train is None:
-            return out_train
-        Ks, ks = _flatten_kernel(_host(k_test_train, "k_test_train"), "k_test_train", n_cols=n)
+            return train
+        Ks_raw = _host(k_test_train, "k_test_train")
+        Ks, ks = _flatten_kernel(Ks_raw, "k_test_train", n_cols=n)
         if ks != k:
             raise ValueError(f"k_test_train has shape {np.shape(k_test_train)}; its outputs do not match "
                              "k_train_train's")
-        g0 = np.zeros((Ks.shape[0], Y.shape[1])) if fx_test_0 is None else _initial(fx_test_0, Ks.shape[0], "fx_test_0")
-        KV = Ks @ V
-        test = g0[None] - np.einsum("mj,tj,jc->tmc", KV, phi, c)
-        out_test = back(test[0]) if scalar else np.stack([back(f) for f in test])
-        return out_train, out_test
+        M = Ks_raw.shape[0]
+        g0 = np.zeros((M,) + y.shape[1:]) if fx_test_0 is None else _initial(fx_test_0, M, "fx_test_0")
+        return train, to_numpy(sol.test_outputs(times, Ks, g0))
 
     return predict_fn
 
@@ -252,8 +227,6 @@ def predict(model: Any, X_train: Any, y_train: Any, X_test: Any, t: Any = None, 
         raise ValueError(f"unknown kernel {kernel!r}; allowed: {', '.join(KERNELS)}")
     y = _host(y_train, "y_train")
     if params is None:
-        from .analytic import analytic_ntk, nngp_kernel
-
         fn = analytic_ntk if kernel == "ntk" else nngp_kernel
         Ktt = fn(model, X_train, order=order, trace=True)
         Kst = fn(model, X_test, X_train, order=order, trace=True)
@@ -267,9 +240,6 @@ def predict(model: Any, X_train: Any, y_train: Any, X_test: Any, t: Any = None, 
     if kernel != "ntk":
         raise ValueError("with params (a finite-width network) only kernel='ntk' is defined: the NNGP kernel is an "
                          "infinite-width object; pass params=None for it")
-    from ..core.backend import to_numpy
-    from ..core.kernels import _resolve_backend, empirical_ntk
-
     be = _resolve_backend(backend, params)
     Ktt = to_numpy(empirical_ntk(model, params, X_train, backend=be, block_size=block_size))
     Kst = to_numpy(empirical_ntk(model, params, X_test, X_train, backend=be, block_size=block_size))
@@ -279,13 +249,10 @@ def predict(model: Any, X_train: Any, y_train: Any, X_test: Any, t: Any = None, 
     return Prediction(test, None, train)
 
 
-class _CallableModule(types.ModuleType):
-    """Lets ``nf.predict(...)`` call :func:`predict` while ``nf.predict`` stays this module."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Prediction:
-        return predict(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
+# nf.predict is this function; the kernel-level API hangs off it: nf.predict.kernel_regression(...)
+predict.kernel_regression = kernel_regression  # type: ignore[attr-defined]
+predict.gradient_descent_mse = gradient_descent_mse  # type: ignore[attr-defined]
+predict.Posterior = Posterior  # type: ignore[attr-defined]
+predict.Prediction = Prediction  # type: ignore[attr-defined]
 
 __all__ = ["Posterior", "Prediction", "kernel_regression", "gradient_descent_mse", "predict"]
