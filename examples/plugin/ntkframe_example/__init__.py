@@ -1,4 +1,5 @@
-"""An example ntkframe plugin: the swish activation, a single-threaded NumPy backend and a command."""
+"""An example ntkframe plugin: the swish activation, a single-threaded NumPy backend, a two-layer net
+with a trainable bias, heavy-ball momentum flow, the Huber loss and a command."""
 
 from __future__ import annotations
 
@@ -55,9 +56,30 @@ def register_backends(register):
 
 
 @hookimpl
+def register_models(register):
+    from .model import BiasedTwoLayerNet
+
+    register("biased_two_layer", BiasedTwoLayerNet)
+
+
+@hookimpl
+def register_integrators(register):
+    from .flow import HeavyBall
+
+    register("heavy_ball", HeavyBall)
+
+
+@hookimpl
+def register_losses(register):
+    from .flow import Huber
+
+    register("huber", Huber)
+
+
+@hookimpl
 def register_commands(cli):
     @cli.command(name="example-info")
     def example_info():
         """Say what the example plugin registered."""
-        click.echo(f"ntkframe {ntkframe.__version__}: example plugin provides activation 'swish' "
-                   "and backend 'numpy_serial'")
+        click.echo(f"ntkframe {ntkframe.__version__}: example plugin provides activation 'swish', "
+                   "backend 'numpy_serial', model 'biased_two_layer', integrator 'heavy_ball' and loss 'huber'")
