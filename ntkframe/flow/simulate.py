@@ -22,8 +22,8 @@ import numpy as np
 from ..core.backend import Backend, to_numpy
 from ..core.kernels import _resolve_backend
 from ..core.models import Model
+from ..core.provenance import provenance
 from ..errors import DivergenceError
-from ..runs.rundir import provenance
 from .integrators import Integrator, check_times, divergence_error
 from .linearised import KernelFlow, kernel_matrix
 from .losses import Loss
