@@ -8,9 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import types
+
 import numpy as np
 import pytest
 
+import ntkframe as nf
+from ntkframe import plugins
 from ntkframe.runs.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,11 +44,87 @@ def _cli(args, capsys):
 
 def test_plugins_command_lists_plugins_backends_and_registrations(capsys):
     out, _ = _capture(["plugins"], capsys)
-    assert "core" in out and "activations: erf, gelu, identity, relu, sigmoid, softplus, tanh" in out
-    assert "numpy    available" in out
+    core = next(l for l in out.splitlines() if l.startswith("  core "))
+    assert core.split()[:4] == ["core", "ntkframe", nf.__version__, "built-in"]
+    assert "activations: erf, gelu, identity, relu, sigmoid, softplus, tanh" in out
+    numpy_row = next(l for l in out.splitlines() if l.startswith("  numpy ") and "available" in l)
+    assert numpy_row.split()[:3] == ["numpy", "available", "numpy"]
     data = json.loads(_capture(["plugins", "--json"], capsys)[0])
     assert data["backends"]["numpy"]["available"] is True
     assert "two_layer" in data["plugins"]["core"]["registered"]["models"]
+    assert data["plugins"]["numpy"]["builtin"] is True and data["plugins"]["numpy"]["distribution"] == "ntkframe"
+
+
+def test_plugins_columns_stay_aligned_with_a_long_backend_name(capsys):
+    class Long(nf.Backend):
+        name = "a_rather_long_backend_name"
+
+        @classmethod
+        def availability(cls):
+            return False, "not really a backend"
+
+    plugin = types.SimpleNamespace(register_backends=nf.hookimpl(lambda register: register(Long.name, Long)))
+    plugins.register_plugin(plugin, name="long-name-plugin")
+    try:
+        out, _ = _capture(["plugins"], capsys)
+    finally:
+        plugins.unregister_plugin("long-name-plugin")
+    section = out.split("Backends:")[1].split("\n\n")[0].splitlines()[1:]
+    rows = [l for l in section if l.startswith("  ") and not l.strip().startswith(("-", "("))]
+    assert any(r.startswith("  a_rather_long_backend_name") for r in rows)
+    status_col = {len(r) - len(r[2:].split(None, 1)[1]) for r in rows}  # where the second column starts
+    assert len(status_col) == 1, rows
+    assert "long-name-plugin" in out and "registered in process" not in out.split("Backends:")[1]
+
+
+def test_plugins_imports_no_framework_unless_devices_are_asked_for():
+    code = ("import sys\nfrom ntkframe.runs.cli import main\ntry:\n    main(['plugins'])\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in ('torch', 'jax', 'cupy') if m in sys.modules))")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_plugins_devices_lists_each_available_backends_devices(capsys):
+    out, _ = _capture(["plugins", "--devices"], capsys)
+    header = next(l for l in out.split("Backends:")[1].splitlines() if l.strip().startswith("backend"))
+    assert header.split() == ["backend", "status", "plugin", "devices", "details"]
+    numpy_row = next(l for l in out.split("Backends:")[1].splitlines() if l.startswith("  numpy "))
+    assert numpy_row.split()[3] == "cpu"
+
+
+def test_plugins_details_prints_the_docstring_and_config_fields(capsys):
+    out, _ = _capture(["plugins", "--details", "two_layer"], capsys)
+    assert out.startswith("two_layer: model registered by plugin 'core'")
+    assert "ntkframe.core.models.TwoLayerNet" in out and "H = (1/m)" in out
+    from ntkframe.runs.config import Field
+
+    class WithFields:
+        """A documented test class: x ↦ 2x."""
+
+        config_fields = [Field("scale", float, 2.0, "the factor")]
+
+    plugins.register_plugin(types.SimpleNamespace(register_losses=nf.hookimpl(
+        lambda register: register("doubling", WithFields))), name="fields-plugin")
+    try:
+        out, _ = _capture(["plugins", "--details", "DOUBLING"], capsys)
+    finally:
+        plugins.unregister_plugin("fields-plugin")
+    assert "A documented test class: x ↦ 2x." in out and "Config fields:" in out
+    row = next(l for l in out.splitlines() if l.strip().startswith("scale"))
+    assert row.split()[:3] == ["scale", "number", "2.0"] and "the factor" in row
+    code, _, err = _cli(["plugins", "--details", "nope"], capsys)
+    assert code == 2 and "no plugin registered a name 'nope'; registered:" in err and "two_layer" in err
+
+
+def test_help_shows_every_command_description_in_full(capsys):
+    out, _ = _capture(["--help"], capsys)
+    flat = " ".join(out.split())
+    assert ("plugins List every plugin (version, distribution, what it registered, its commands), backend "
+            "availability and failed plugins with the reason.") in flat
+    assert "Run the experiment described by CONFIG (a TOML file) and write its run folder." in flat
+    assert "..." not in out.split("Commands:")[1]
 
 
 def _capture(args, capsys):

@@ -8,9 +8,37 @@ import sys
 import click
 
 from ..errors import NtkframeError
+from .tables import format_table
 
 
-@click.group()
+class _Group(click.Group):
+    """The ``ntkframe`` group: full one-line descriptions, plugin commands listed under their plugin."""
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        from ..plugins import plugin_info
+
+        infos = plugin_info()
+        owner = {cmd: name for name, info in infos.items() for cmd in info.commands}
+        sections: dict[str, list[tuple[str, str]]] = {"Commands": []}
+        for name in self.list_commands(ctx):
+            cmd = self.get_command(ctx, name)
+            if cmd is None or cmd.hidden:
+                continue
+            plugin = owner.get(name)
+            title = "Commands" if plugin is None else f"Commands of plugin {plugin!r} ({_origin(infos[plugin])})"
+            sections.setdefault(title, []).append((name, cmd.get_short_help_str(limit=1000)))
+        for title, rows in sections.items():
+            if not rows:
+                continue
+            with formatter.section(title):
+                formatter.write_dl(rows)
+
+
+def _origin(info) -> str:
+    return " ".join(x for x in (info.distribution, info.version) if x) or info.origin
+
+
+@click.group(cls=_Group)
 @click.version_option(package_name="ntkframe", message="%(prog)s %(version)s")
 def cli() -> None:
     """ntkframe: simulate neural-network training in the neural tangent kernel regime."""
@@ -18,37 +46,90 @@ def cli() -> None:
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="print machine-readable JSON")
-def plugins(as_json: bool) -> None:
-    """List loaded plugins, what each registered, backend availability, and failed plugins."""
+@click.option("--devices", is_flag=True, help="also list each backend's devices (imports torch, jax, cupy: slower)")
+@click.option("--details", "details", metavar="NAME", default=None,
+              help="describe one registered name: its docstring and config fields")
+def plugins(as_json: bool, devices: bool, details: str | None) -> None:
+    """List every plugin (version, distribution, what it registered, its commands), backend availability and
+    failed plugins with the reason."""
     from ..core.backend import list_backends
-    from ..plugins import KINDS, failed_plugins, plugin_origins, registry
+    from ..plugins import KINDS, plugin_info, registry
 
-    backends = list_backends(devices=True)
-    origins = plugin_origins()
-    by_plugin: dict[str, dict[str, list[str]]] = {name: {} for name in origins}
+    if details is not None:
+        click.echo(_describe(details))
+        return
+    infos = plugin_info()
+    registered: dict[str, dict[str, list[str]]] = {name: {} for name in infos}
     for kind in KINDS:
         for entry in registry(kind):
-            by_plugin.setdefault(entry.plugin, {}).setdefault(kind, []).append(entry.name)
-    failed = failed_plugins()
+            registered.setdefault(entry.plugin, {}).setdefault(kind, []).append(entry.name)
+    backends = list_backends(devices=devices)
     if as_json:
-        click.echo(json.dumps({"plugins": {p: {"origin": origins.get(p), "registered": r} for p, r in by_plugin.items()},
-                               "backends": backends, "failed": failed}, indent=2))
+        click.echo(json.dumps({
+            "plugins": {n: {"distribution": i.distribution, "version": i.version, "builtin": i.builtin,
+                            "origin": i.origin, "error": i.error, "registered": registered.get(n, {}),
+                            "commands": i.commands} for n, i in infos.items()},
+            "backends": backends, "failed": {n: i.error for n, i in infos.items() if i.error}}, indent=2))
         return
+    rows = []
+    for name in sorted(infos, key=lambda n: (not infos[n].builtin, n)):
+        info = infos[name]
+        status = "FAILED" if info.error else ("built-in" if info.builtin else "loaded")
+        lines = [f"{kind}: {', '.join(names)}" for kind, names in registered.get(name, {}).items()]
+        lines += [f"commands: {', '.join(info.commands)}"] if info.commands else []
+        lines = lines or ["-"]
+        rows.append([name, info.distribution, info.version, status, lines[0]])
+        rows += [["", "", "", "", more] for more in lines[1:]]
     click.echo("Plugins:")
-    for name in sorted(by_plugin):
-        click.echo(f"  {name}  ({origins.get(name, '?')})")
-        for kind, names in by_plugin[name].items():
-            click.echo(f"      {kind}: {', '.join(names)}")
+    click.echo(format_table(["plugin", "distribution", "version", "status", "registered"], rows, align="lllll",
+                            indent="  "))
+    headers, rows = ["backend", "status", "plugin", "details"], []
+    for name, b in backends.items():
+        rows.append([name, "available" if b["available"] else "unavailable", b["plugin"], b["reason"]])
+        if devices:
+            rows[-1].insert(3, ", ".join(b["devices"]) or "-")
+    if devices:
+        headers.insert(3, "devices")
     click.echo("\nBackends:")
-    for name, info in backends.items():
-        if info["available"]:
-            click.echo(f"  {name:8s} available    devices: {', '.join(info['devices']) or '-'}   ({info['reason']})")
-        else:
-            click.echo(f"  {name:8s} unavailable  {info['reason']}")
+    click.echo(format_table(headers, rows, align="l" * len(headers), indent="  "))
+    if not devices:
+        click.echo("  (devices: ntkframe plugins --devices)")
+    failed = {n: i for n, i in infos.items() if i.error}
     if failed:
-        click.echo("\nFailed plugins:")
-        for name, err in failed.items():
-            click.echo(f"  {name}: {err.strip()}")
+        click.echo("\nFailed plugins (nothing they registered is in use):")
+        for name, info in sorted(failed.items()):
+            click.echo(f"  {name} ({_origin(info)}): {info.error}")
+
+
+def _describe(name: str) -> str:
+    """The docstring and config fields of every registered object called ``name``."""
+    import inspect
+
+    from ..errors import UnknownNameError
+    from ..plugins import KINDS, plugin_info, registry
+
+    infos, out = plugin_info(), []
+    for kind in KINDS:
+        reg = registry(kind)
+        if name not in reg:
+            continue
+        entry = reg.entries[name.lower()]
+        obj = entry.obj
+        target = obj if inspect.isclass(obj) or inspect.isfunction(obj) else type(obj)
+        what = f"{target.__module__}.{target.__qualname__}" + ("" if target is obj else " instance")
+        info = infos.get(entry.plugin)
+        head = f"{entry.name}: {kind[:-1].replace('_', ' ')} registered by plugin {entry.plugin!r}"
+        text = [head + (f" ({_origin(info)})" if info else ""), what, "", inspect.getdoc(target) or "(no docstring)"]
+        fields = getattr(obj, "config_fields", None)
+        if fields:
+            rows = [[f.name, f.describe_type(), repr(f.default), f.help] for f in fields]
+            text += ["", "Config fields:", format_table(["key", "type", "default", "help"], rows, align="llll",
+                                                        indent="  ")]
+        out.append("\n".join(text))
+    if not out:
+        known = sorted({e.name for kind in KINDS for e in registry(kind)})
+        raise UnknownNameError(f"no plugin registered a name {name!r}; registered: {', '.join(known)}")
+    return "\n\n".join(out)
 
 
 @cli.command()
@@ -87,17 +168,16 @@ def report(run_dir: str) -> None:
 
 
 def _add_plugin_commands() -> None:
-    from ..plugins import load_plugins, pm
+    """Plugins' ``register_commands`` hooks, each isolated: a failing one fails only its plugin."""
+    from ..plugins import add_commands
 
-    load_plugins()
-    for impl in pm.hook.register_commands.get_hookimpls():
-        impl.function(cli=cli)
+    add_commands(cli)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: errors of ntkframe print as one clear line, not a traceback."""
-    _add_plugin_commands()
     try:
+        _add_plugin_commands()
         cli.main(args=argv, prog_name="ntkframe", standalone_mode=False)
     except click.exceptions.Abort:
         sys.exit(130)
