@@ -1,8 +1,10 @@
 """Hook specifications of ntkframe's pluggy plugin system (project and entry-point group "ntkframe").
 
 Every ``register_*`` hook hands the plugin a ``register(name, obj)`` callable; registering a name
-that another plugin already took is an error naming both plugins. Document each hook in
-docs/plugins.md (a test checks it).
+that another plugin already took (case-insensitively) fails the registering plugin with a reason
+naming both, and rolls back all it registered (ntkframe/plugins.py).  A registered class may declare
+its configuration as ``config_fields``, a list of :class:`ntkframe.runs.config.Field`.  Document
+each hook in docs/plugins.md (a test checks it).
 """
 
 from __future__ import annotations
@@ -50,4 +52,5 @@ def register_experiments(register):
 
 @hookspec
 def register_commands(cli):
-    """Add click commands to the ``ntkframe`` command-line group ``cli``."""
+    """Add click commands to the ``ntkframe`` command-line group ``cli`` (not replacing existing ones;
+    a hook that raises fails its plugin, never the command line)."""
