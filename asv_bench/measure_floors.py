@@ -67,7 +67,8 @@ def gram_rows(sizes: dict, dtypes: list[str], backends: list[str], repeats: int,
                     case.warm_up()
                     row.update(case.measure(repeats))
                     print(f"{label} {dtype} {spec}: {fmt_s(row['time_s'])}, floor {fmt_s(row['floor_s'])} "
-                          f"({row['fraction']:.2f}) [{describe(row)}]", file=sys.stderr, flush=True)
+                          f"({fmt_s(row['floor_gemm_s'])} GEMM + {fmt_s(row['floor_elementwise_s'])} elementwise; "
+                          f"{row['fraction']:.2f}) [{describe(row)}]", file=sys.stderr, flush=True)
                     del case
                 except NotImplementedError as exc:
                     row["skipped"] = str(exc)
@@ -90,7 +91,8 @@ def flow_rows(size: tuple[int, int, int], backends: list[str], repeats: int) -> 
             case = floors.FlowFloor(make_backend(spec, "float64"), n, d, m)
             case.warm_up()
             row.update(case.measure(repeats))
-            print(f"RK4 {spec}: {fmt_s(row['time_s'])}, floor {fmt_s(row['floor_s'])} ({row['fraction']:.2f})",
+            print(f"RK4 {spec}: {fmt_s(row['time_s'])}, floor {fmt_s(row['floor_s'])} ({fmt_s(row['floor_gemm_s'])} "
+                  f"GEMM + {fmt_s(row['floor_elementwise_s'])} elementwise; {row['fraction']:.2f})",
                   file=sys.stderr, flush=True)
         except NotImplementedError as exc:
             row["skipped"] = str(exc)
