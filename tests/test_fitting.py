@@ -86,7 +86,7 @@ def _fit(lo, hi, seeds=4):
     ((-0.45, -0.2), True, "NOT consistent", "NOT consistent: the 95% interval [-0.450, -0.200]"),
     ((-1.2, -0.9), True, "consistent", "consistent with the bound, and steeper"),
     ((-1.2, -0.3), True, "consistent", ("consistent: the 95% interval [-1.200, -0.300] (t interval over 4) contains the "
-                                        "bound's -0.5, and exceeds it by at most 0.25")),
+                                        "theory's -0.5, and exceeds it by at most 0.25")),
     ((-0.6, -0.18), True, "undecided", "undecided — interval too wide to decide (estimated seeds needed: "),
 ])
 def test_verdict_has_three_outcomes(ci, bound, expected, starts):

@@ -153,13 +153,13 @@ def verdict(fit: dict[str, Any], theory: float, bound: bool = True, *, tol: floa
     Returns {"verdict": "consistent" | "NOT consistent" | "undecided", "text", "seeds_needed"}.
     """
     lo, hi = fit["ci"]
-    c, what = (lo + hi) / 2, "bound's" if bound else "theory's"
+    c = (lo + hi) / 2
     iv = f"the {fit['level']:.0%} interval [{lo:.3f}, {hi:.3f}]"
     how = f" ({fit['method']})" if "method" in fit else ""
     if (lo > theory) if bound else not lo <= theory <= hi:
         side = "lies above" if lo > theory else "lies below"
         return {"verdict": "NOT consistent", "seeds_needed": None,
-                "text": f"NOT consistent: {iv}{how} {side} the {what} {theory:g}"}
+                "text": f"NOT consistent: {iv}{how} {side} the theory's {theory:g}"}
     if bound and hi < theory:
         return {"verdict": "consistent", "seeds_needed": None,
                 "text": (f"consistent with the bound, and steeper: {iv}{how} lies below the bound's {theory:g} "
@@ -167,13 +167,13 @@ def verdict(fit: dict[str, Any], theory: float, bound: bool = True, *, tol: floa
     if (hi <= theory + tol) if bound else max(theory - lo, hi - theory) <= tol:
         within = f"and exceeds it by at most {tol:g}" if bound else f"and lies within ±{tol:g} of it"
         return {"verdict": "consistent", "seeds_needed": None,
-                "text": f"consistent: {iv}{how} contains the {what} {theory:g}, {within}"}
+                "text": f"consistent: {iv}{how} contains the theory's {theory:g}, {within}"}
     target = max(theory + tol - c, c - theory) if bound else max(tol - abs(c - theory), abs(c - theory))
     K = seeds_needed(fit, target)
     beyond = f"values more than {tol:g} above it" if bound else f"values more than {tol:g} from it"
     return {"verdict": "undecided", "seeds_needed": K,
             "text": (f"undecided — interval too wide to decide (estimated seeds needed: "
-                     f"{K if K is not None else 'unknown'}): {iv}{how} contains the {what} {theory:g} and also "
+                     f"{K if K is not None else 'unknown'}): {iv}{how} contains the theory's {theory:g} and also "
                      f"{beyond}")}
 
 
