@@ -57,7 +57,7 @@ def structured_vs_floor(be, n: int, d: int, m: int, repeat: int) -> dict:
     params = model.init(be, seed=0)
     X = be.asarray(unit_sphere(n, d, 1))
     # the same path with A Aᵀ as one full GEMM (no block-symmetric Gram), on a fresh backend
-    import ntkframe_jax.backend as jb
+    from ntkframe.core import tuning as jb
 
     be_full = nf.get_backend("jax", device=be.device, dtype=be.dtype_name)
     saved = jb.SYMMETRIC_MIN_ROWS

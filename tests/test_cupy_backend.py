@@ -166,7 +166,7 @@ def test_owns_to_numpy_sync_and_memory_budget(fake):
     np.testing.assert_array_equal(CupyBackend.array_to_numpy(CupyArray()), np.arange(3.0))
     be.sync()
     assert ("synchronize", 0) in fake
-    from ntkframe.core.backend import MEMORY_FRACTION
+    from ntkframe.core.tuning import MEMORY_FRACTION
 
     assert be.memory_budget() == int(MEMORY_FRACTION * ((1 << 30) + 1024))
 

@@ -82,18 +82,53 @@ def test_kernel_is_symmetric_positive_semidefinite(backend):
 
 
 def test_block_auto_picks_tiles_from_the_memory_budget(numpy_backend, monkeypatch):
+    from ntkframe.core import tiles
+
     model = nf.TwoLayerNet(d=4, m=64)
     params = model.init(numpy_backend, seed=0)
     X = unit_sphere(50, 4, 0)
     full = nf.empirical_ntk(model, params, X, backend=numpy_backend)
-    assert numpy_backend.resolve_block_size(model, "auto", 50, 50, 1) is None  # fits: no tiling
+    row = model.factor_bytes_per_row(8, 1)
+    assert tiles.plan_block(numpy_backend, row, 50, 50, block_size="auto") is None  # fits: no tiling
     monkeypatch.setattr(type(numpy_backend), "memory_budget", lambda self: 50 * 50 * 8 + 20 * 2 * 8 * 64 * 5)
-    b = numpy_backend.resolve_block_size(model, "auto", 50, 50, 1)
+    b = tiles.plan_block(numpy_backend, row, 50, 50, block_size="auto")
     assert b is not None and 1 <= b < 50
+    # the one formula: the largest b with c·s·b² + 2·r·b within the budget left after the result
+    free = 20 * 2 * 8 * 64 * 5
+    c = tiles.tuning.TILE_TEMPORARIES * 8
+    assert c * b * b + 2 * row * b <= free < c * (b + 1) ** 2 + 2 * row * (b + 1)
     assert rel_err(nf.empirical_ntk(model, params, X, backend=numpy_backend, block_size="auto"), full) < 1e-14
     monkeypatch.setattr(type(numpy_backend), "memory_budget", lambda self: 1000)
     with pytest.raises(MemoryError, match="50 x 50 kernel"):
-        numpy_backend.resolve_block_size(model, "auto", 50, 50, 1)
+        tiles.plan_block(numpy_backend, row, 50, 50, block_size="auto")
+
+
+@pytest.mark.parametrize("bad", [0, -1, "big", 2.5, True])
+def test_bad_block_size_and_trace_raise_one_error_type(backend, bad):
+    from ntkframe.errors import InvalidOptionError
+
+    model = nf.TwoLayerNet(d=3, m=8)
+    params = model.init(backend, seed=0)
+    X = unit_sphere(4, 3, 0)
+    with pytest.raises(InvalidOptionError, match="allowed: None .*a positive int, or 'auto'"):
+        nf.empirical_ntk(model, params, X, backend=backend, block_size=bad)
+    with pytest.raises(InvalidOptionError, match="trace=.*allowed: True"):
+        nf.empirical_ntk(model, params, X, backend=backend, trace="yes")
+    with pytest.raises(InvalidOptionError, match="unknown implementation 'fast'"):
+        nf.empirical_ntk(model, params, X, backend=backend, implementation="fast")
+
+
+def test_tiles_mirror_and_fixed_shapes_cover_every_entry(numpy_backend, monkeypatch):
+    """Symmetric tiles j ≥ i mirrored, with and without fixed tile shapes, equal the whole kernel."""
+    model = nf.MLP(d=3, widths=[16], outputs=2)
+    params = model.init(numpy_backend, seed=1)
+    X = unit_sphere(23, 3, 2)
+    full = nf.empirical_ntk(model, params, X, backend=numpy_backend)
+    for fixed in (False, True):
+        monkeypatch.setattr(type(numpy_backend), "fixed_tile_shape", fixed)
+        for b in (1, 5, 7, 22):
+            H = nf.empirical_ntk(model, params, X, backend=numpy_backend, block_size=b)
+            assert rel_err(H, full) < 1e-13, (fixed, b)
 
 
 def test_cross_backend_agreement_same_seed(backend):
@@ -111,7 +146,7 @@ def test_cross_backend_agreement_same_seed(backend):
 @pytest.mark.parametrize("outputs,trace", [(1, False), (3, True)])
 @pytest.mark.parametrize("second", [None, 170], ids=["symmetric", "X1-X2"])
 def test_numpy_blas_combine_equals_generic_combine(dtype, tol, outputs, trace, second):
-    from ntkframe.core.backend import combine_blocks
+    from ntkframe.core.gram import combine_blocks
 
     be = nf.get_backend("numpy", dtype=dtype)
     model = nf.MLP(d=6, widths=[40, 30], activation="softplus", bias=True, outputs=outputs)
@@ -211,3 +246,35 @@ def test_numpy_combine_falls_back_when_blas_is_unreachable(monkeypatch):
     slow = nf.empirical_ntk(model, params, X, backend=be)
     assert rel_err(slow, fast) < 1e-14 and np.array_equal(fast, fast.T)
     assert rel_err(nf.empirical_ntk(model, params, X, X2, backend=be), fast2) < 1e-14
+    assert be.blas_info()["path"] == "numpy"  # provenance says the fast path did not run
+
+
+def test_numpy_blas_switch_by_option_and_environment(monkeypatch):
+    from ntkframe.core import gram
+    from ntkframe.errors import InvalidOptionError
+
+    monkeypatch.delenv("NTKFRAME_NUMPY_BLAS", raising=False)  # CI also runs this file with it set
+    model = nf.TwoLayerNet(d=4, m=32, activation="softplus")
+    X = unit_sphere(30, 4, 2)
+    fast = nf.get_backend("numpy")
+    if fast.blas == "ctypes" and fast.blas_info()["path"] != "ctypes-syrk":
+        pytest.skip("NumPy's own BLAS cannot be reached here: only the numpy path exists")
+    params = model.init(fast, seed=1)
+    calls = []
+    real = gram.combine_blocks
+    monkeypatch.setattr("ntkframe.core.backend.combine_blocks", lambda *a: calls.append(1) or real(*a))
+    H_fast = nf.empirical_ntk(model, params, X, backend=fast)
+    assert calls == [] and fast.blas_info()["path"] == "ctypes-syrk"
+    for slow in (nf.get_backend("numpy", blas="numpy"),
+                 (monkeypatch.setenv("NTKFRAME_NUMPY_BLAS", "numpy"), nf.get_backend("numpy"))[1]):
+        assert slow.blas == "numpy" and slow.blas_info()["path"] == "numpy"
+        assert rel_err(nf.empirical_ntk(model, params, X, backend=slow), H_fast) < 1e-14
+        assert calls, "blas='numpy' must take the generic combine"
+        calls.clear()
+    assert nf.get_backend("numpy", blas="ctypes").blas == "ctypes"  # the option wins over the environment
+    assert "library" in fast.blas_info()
+    with pytest.raises(InvalidOptionError, match="blas='mkl'; allowed: ctypes, numpy"):
+        nf.get_backend("numpy", blas="mkl")
+    monkeypatch.setenv("NTKFRAME_NUMPY_BLAS", "fast")
+    with pytest.raises(InvalidOptionError, match="NTKFRAME_NUMPY_BLAS='fast'; allowed"):
+        nf.get_backend("numpy")

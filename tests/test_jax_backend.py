@@ -1,5 +1,6 @@
-"""Tests of the JAX backend: devices, dtypes, array conversion, the jitted structured hot path and
-the generic autodiff Jacobian-Gram (both implementations) against NumPy and explicit Jacobians."""
+"""Tests of the JAX backend: devices, dtypes, array conversion, the jitted structured hot path, and
+the generic autodiff Jacobian-Gram of pytree-parameter functions (the generic paths shared with
+torch: test_autodiff.py)."""
 
 from __future__ import annotations
 
@@ -146,9 +147,11 @@ def test_process_wide_flags_and_devices():
 
 
 def test_small_helpers(be):
-    out = be.zeros((3, 3))
-    new = be.set_block(out, slice(0, 2), slice(1, 3), be.asarray(np.ones((2, 2))))
-    assert float(out.sum()) == 0.0 and float(new.sum()) == 4.0  # functional: ``out`` unchanged
+    T = be.asarray(np.arange(4.0).reshape(2, 2))
+    new = be.set_block(be.zeros((3, 3)), 0, 1, T)  # into a donated buffer: returns the result
+    np.testing.assert_array_equal(nf.to_numpy(new), [[0, 0, 1], [0, 2, 3], [0, 0, 0]])
+    new = be.set_block(be.zeros((4, 4)), 0, 2, T, mirror=True)
+    np.testing.assert_array_equal(nf.to_numpy(new)[2:, :2], [[0, 2], [1, 3]])  # the transpose, mirrored
     z = be.asarray(np.linspace(-2, 2, 7))
     from scipy.special import erf
     np.testing.assert_allclose(nf.to_numpy(be.erf(z)), erf(np.linspace(-2, 2, 7)), rtol=1e-14)
@@ -221,9 +224,9 @@ def test_structured_path_is_jitted_once_and_has_no_loop_over_samples(be):
 
 
 def test_symmetric_gram_by_upper_blocks_is_exact(monkeypatch, nb):
-    import ntkframe_jax.backend as jb
+    from ntkframe.core import tuning
 
-    monkeypatch.setattr(jb, "SYMMETRIC_MIN_ROWS", 4)  # recurse already at 8 rows (normally 512)
+    monkeypatch.setattr(tuning, "SYMMETRIC_MIN_ROWS", 4)  # recurse already at 8 rows (normally 512)
     be = nf.get_backend("jax")  # a fresh backend: nothing compiled with the normal threshold
     A = np.random.default_rng(0).standard_normal((23, 6))
     G = be.gram(be.asarray(A))
@@ -240,7 +243,7 @@ def test_block_size_auto_and_bad_values(be, nb):
     ref = nb.jacobian_gram(model, model.init(nb, 0), X)
     assert rel_err(be.jacobian_gram(model, model.init(be, 0), X, block_size="auto"), ref) < TOL["float64"]
     for bad in (0, -1, "big", 2.5):
-        with pytest.raises(ValueError, match="allowed: None, a positive int, or 'auto'"):
+        with pytest.raises(ValueError, match="allowed: None .*a positive int, or 'auto'"):
             be.jacobian_gram(model, model.init(be, 0), X, block_size=bad)
 
 
@@ -257,27 +260,6 @@ def nf_jax():
 
 
 # -- generic autodiff paths -----------------------------------------------------------------------------
-
-GENERIC = [(impl, *case) for impl in IMPLS for case in ALL]  # (implementation, trace, X2 given, blocked)
-
-
-@pytest.mark.parametrize("model,cases", [
-    (nf.TwoLayerNet(d=5, m=32, activation="softplus", train="hidden", outputs=3), GENERIC[0::3]),
-    (nf.TwoLayerNet(d=5, m=32, activation="tanh", train="both"), GENERIC[1::3]),
-    (nf.MLP(d=5, widths=[16, 12], activation="gelu", outputs=2), GENERIC[2::3]),
-], ids=["two_layer_hidden_k3", "two_layer_both_k1", "mlp_k2"])
-def test_generic_paths_match_structured(be, nb, model, cases):
-    """Against the structured path on NumPy (equal to jax's own structured path, tested above)."""
-    X1, X2 = unit_sphere(13, 5, 1), unit_sphere(9, 5, 2)
-    params, pn = model.init(be, 0), model.init(nb, 0)
-    for impl, trace, given, block_size in cases:
-        Y = X2 if given else None
-        ref = nb.jacobian_gram(model, pn, X1, Y, trace=trace)
-        H = be.generic_jacobian_gram(model, params, X1, Y, implementation=impl, trace=trace,
-                                     block_size=block_size and 5)
-        err = rel_err(H, ref)
-        assert err < TOL["float64"], (impl, trace, given, block_size, err)
-
 
 def tanh_mlp(params, X):
     """A hand-written two-hidden-layer tanh network with a nested pytree of parameters."""
@@ -311,6 +293,9 @@ def _kernel(J1, J2, trace):
     return np.einsum("nmcc->nm", H) / H.shape[2] if trace else H
 
 
+GENERIC = [(impl, *case) for impl in IMPLS for case in ALL]  # (implementation, trace, X2 given, blocked)
+
+
 @pytest.mark.parametrize("k,cases", [(3, GENERIC[0::2] + [("auto", False, True, 8), ("auto", True, False, None)]),
                                      (1, [("jacobian_contraction", False, True, None), ("ntk_vector_products", False,
                                           False, 8), ("auto", False, False, None)])])
@@ -339,37 +324,16 @@ def test_generic_float32_and_numpy_params(be32):
         assert H.dtype == "float32" and rel_err(H, ref) < TOL["float32"]
 
 
-def test_auto_picks_a_generic_implementation_and_structured_for_our_models(be):
-    from ntkframe_jax.generic import choose_implementation
-
-    params = be.params_on_device(_tanh_params(1))
-    X = be.asarray(unit_sphere(8, 3, 0))
-    be.generic_jacobian_gram(tanh_mlp, params, X)  # builds and caches the compiled functions
-    key = ("fn", tanh_mlp)
-    fns = be._jit_cache[("generic", key, False)]
-    assert choose_implementation(be, fns, key, False, params, {}, X, None, None) in IMPLS
-    model = nf.TwoLayerNet(d=3, m=8)
-    p = model.init(be, 0)
-    assert rel_err(be.generic_jacobian_gram(model, p, X), be.jacobian_gram(model, p, X)) == 0.0
-
-
 def test_generic_errors_say_what_is_allowed(be):
+    """The JAX-specific misuses; the ones common to every autodiff backend are in test_autodiff.py."""
     X = unit_sphere(4, 3, 0)
     params = _tanh_params(1)
-    with pytest.raises(ValueError, match="unknown implementation 'fast'; allowed: auto, structured"):
-        be.generic_jacobian_gram(tanh_mlp, params, X, implementation="fast")
-    with pytest.raises(ValueError, match="needs an ntkframe Model"):
-        nf.empirical_ntk(tanh_mlp, params, X, backend=be, implementation="structured")
-    with pytest.raises(ValueError, match="params is None"):
+    with pytest.raises(TypeError, match="params is None"):
         be.generic_jacobian_gram(tanh_mlp, None, X)
     with pytest.raises(TypeError, match="Model or a function"):
         be.generic_jacobian_gram(42, params, X)
-    with pytest.raises(ValueError, match="one row per input"):
-        be.generic_jacobian_gram(lambda p, X: tanh_mlp(p, X).sum(), params, X)
     with pytest.raises(ValueError, match="per-input shape"):
         be.generic_jacobian_gram(tanh_mlp, params, X, unit_sphere(4, 5, 0))
-    with pytest.raises(ValueError, match="NaN or infinite"):
-        be.generic_jacobian_gram(tanh_mlp, params, np.full((2, 3), np.nan))
     with pytest.raises(TypeError, match="torch array"):
         Fake = type("Tensor", (), {"__module__": "torch"})
         be.generic_jacobian_gram(tanh_mlp, {"w": Fake()}, X)

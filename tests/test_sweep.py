@@ -275,3 +275,40 @@ def test_bad_executor_and_duplicate_keys_raise_clear_errors(tmp_path):
         Runner("processes", workers=0)
     with pytest.raises(ValueError, match=r"task keys must be unique; repeated: 'a'"):
         execute("width", {}, [Task("a"), Task("b"), Task("a")], tmp_path)
+
+
+def test_tasks_in_one_worker_process_reuse_one_backend(monkeypatch):
+    """run_one builds the backend once per (name, device, dtype) per process: JAX's jit cache survives."""
+    import ntkframe.runs.driver as driver
+    from ntkframe.runs.sweep import run_one
+
+    seen = []
+
+    class Recorder:
+        def __init__(self, config, be):
+            seen.append(be)
+
+        def run_task(self, task):
+            return {"key": task.key}
+
+    monkeypatch.setattr(driver, "experiment_class", lambda kind: Recorder)
+    cfg = {"backend": {"name": "numpy", "device": "cpu", "dtype": "float64"}}
+    records = [run_one("recorder", cfg, {"key": key, "params": {}}) for key in ("a", "b")]
+    assert [r["status"] for r in records] == ["ok", "ok"], records
+    assert seen[0] is seen[1]
+    run_one("recorder", {"backend": {**cfg["backend"], "dtype": "float32"}}, {"key": "c", "params": {}})
+    assert seen[2] is not seen[0] and seen[2].dtype_name == "float32"
+
+
+def test_provenance_records_the_backends_own_blas():
+    from ntkframe.runs.rundir import provenance
+
+    be = nf.get_backend("numpy")
+    blas = provenance(be)["blas"]
+    assert blas == be.blas_info() and blas["path"] in ("ctypes-syrk", "numpy") and blas["library"]
+    slow = nf.get_backend("numpy", blas="numpy")
+    assert provenance(slow)["blas"]["path"] == "numpy"
+    for name in ("torch", "jax"):
+        if nf.list_backends()[name]["available"]:
+            other = nf.get_backend(name)
+            assert provenance(other)["blas"] == other.blas_info() != blas  # torch's MKL is not NumPy's OpenBLAS

@@ -1,5 +1,5 @@
 """The torch backend: devices, dtypes, array conversion, the structured hot path against NumPy, and
-the generic torch.func Jacobian-Gram against the structured path and against explicit Jacobians."""
+the generic torch.func Jacobian-Gram of torch modules (the generic paths shared with JAX: test_autodiff.py)."""
 
 from __future__ import annotations
 
@@ -191,7 +191,7 @@ def test_in_place_updates_only_where_the_result_fits(tbe):
 
 
 def test_map_rows_in_chunks_equals_whole_array(tbe):
-    from ntkframe_torch.backend import MAP_CHUNK
+    from ntkframe.core.tuning import MAP_CHUNK
 
     z = tbe.asarray(np.random.default_rng(0).standard_normal((8 * MAP_CHUNK // 300 + 7, 300)) * 4)
     for name in ("softplus", "gelu", "relu"):
@@ -259,43 +259,6 @@ def test_structured_path_has_no_loop_over_samples(tbe, monkeypatch):
 
 # -- the generic torch.func paths ------------------------------------------------------------------
 
-@pytest.mark.parametrize("implementation", GENERIC)
-@pytest.mark.parametrize("outputs,trace", CASES)
-def test_generic_matches_structured_two_layer(tbe, implementation, outputs, trace):
-    model = nf.TwoLayerNet(d=5, m=40, activation="tanh", train="both", outputs=outputs)
-    params = model.init(tbe, seed=1)
-    X1, X2 = unit_sphere(7, 5, 1), unit_sphere(5, 5, 2)
-    for Y in (None, X2):
-        ref = nf.empirical_ntk(model, params, X1, Y, backend=tbe, trace=trace)
-        for block in (None, 3):
-            H = nf.empirical_ntk(model, params, X1, Y, backend=tbe, trace=trace, block_size=block,
-                                 implementation=implementation)
-            assert rel_err(H, ref) < TOL["float64"], (block, Y is None)
-
-
-@pytest.mark.parametrize("implementation", GENERIC)
-@pytest.mark.parametrize("outputs,trace", CASES)
-def test_generic_matches_structured_mlp(tbe, implementation, outputs, trace):
-    model = nf.MLP(d=4, widths=[12, 9], activation="gelu", outputs=outputs)
-    params = model.init(tbe, seed=5)
-    X1, X2 = unit_sphere(6, 4, 1), unit_sphere(4, 4, 2)
-    for Y in (None, X2):
-        ref = nf.empirical_ntk(model, params, X1, Y, backend=tbe, trace=trace)
-        for block in (None, 4):
-            H = tbe.generic_jacobian_gram(model, params, X1, Y, trace=trace, block_size=block,
-                                          implementation=implementation)
-            assert rel_err(H, ref) < TOL["float64"]
-
-
-def test_generic_respects_train_mode(tbe):
-    for train in ("hidden", "output"):
-        model = nf.TwoLayerNet(d=3, m=20, train=train)
-        params = model.init(tbe, seed=0)
-        X = unit_sphere(5, 3, 0)
-        ref = nf.empirical_ntk(model, params, X, backend=tbe)
-        assert rel_err(tbe.generic_jacobian_gram(model, params, X), ref) < TOL["float64"]
-
-
 def tanh_mlp(params, X):
     """A hand-written two-hidden-layer tanh network with 2 outputs, as a pure function."""
     h = torch.tanh(X @ params["W1"].T + params["b1"])
@@ -317,21 +280,6 @@ def explicit_jacobian(fn, params: dict, X) -> np.ndarray:
     n = X.shape[0]
     k = 1 if J[0].ndim == 1 + params[names[0]].ndim else J[0].shape[1]
     return np.concatenate([j.reshape(n, k, -1).detach().numpy() for j in J], axis=2)
-
-
-@pytest.mark.parametrize("implementation", [*GENERIC, "auto"])
-@pytest.mark.parametrize("trace", [False, True])
-def test_generic_pure_function_matches_explicit_jacobian(tbe, implementation, trace):
-    params = tanh_params()
-    X1, X2 = unit_sphere(6, 3, 0), unit_sphere(4, 3, 1)
-    J1, J2 = explicit_jacobian(tanh_mlp, params, X1), explicit_jacobian(tanh_mlp, params, X2)
-    for block in (None, 4):
-        H = nf.empirical_ntk(tanh_mlp, params, X1, backend=tbe, implementation=implementation,
-                             block_size=block, trace=trace)
-        assert rel_err(H, kernel_from_jacobian(J1, J1, trace)) < TOL["float64"]
-        H12 = nf.empirical_ntk(tanh_mlp, params, X1, X2, backend=tbe, implementation=implementation,
-                               block_size=block, trace=trace)
-        assert rel_err(H12, kernel_from_jacobian(J1, J2, trace)) < TOL["float64"]
 
 
 class ConvNet(torch.nn.Module):
@@ -388,90 +336,14 @@ def test_generic_module_subset_of_parameters(tbe):
         tbe.generic_jacobian_gram(net, {"nope": torch.zeros(1)}, X)
 
 
-@pytest.mark.parametrize("implementation", GENERIC)
-def test_generic_float32(tbe32, implementation):
-    params = tanh_params(torch.float32)
-    X = unit_sphere(6, 3, 0)
-    J = explicit_jacobian(tanh_mlp, {k: v.double() for k, v in params.items()}, X)
-    H = nf.empirical_ntk(tanh_mlp, params, X, backend=tbe32, implementation=implementation)
-    assert H.dtype == torch.float32
-    assert rel_err(H, kernel_from_jacobian(J, J, False)) < TOL["float32"]
-    model = nf.MLP(d=3, widths=[32], activation="tanh", outputs=2)
-    p = model.init(tbe32, seed=0)
-    Xm = unit_sphere(5, 3, 1)
-    ref = nf.empirical_ntk(model, model.init(nf.get_backend("numpy"), seed=0), Xm, backend="numpy", trace=True)
-    H = nf.empirical_ntk(model, p, Xm, backend=tbe32, trace=True, implementation=implementation)
-    assert rel_err(H, ref) < TOL["float32"]
-
-
-def test_generic_scalar_outputs(tbe):
-    w = {"w": torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64)}
-    X = unit_sphere(4, 3, 0)
-
-    def f_vec(p, X):
-        return torch.sin(X @ p["w"])  # (N,)
-
-    def f_col(p, X):
-        return torch.sin(X @ p["w"])[:, None]  # (N, 1)
-
-    J = explicit_jacobian(f_vec, w, X)
-    for fn in (f_vec, f_col):
-        for impl in GENERIC:
-            H = tbe.generic_jacobian_gram(fn, w, X, implementation=impl)
-            assert tuple(H.shape) == (4, 4)
-            assert rel_err(H, kernel_from_jacobian(J, J, False)) < TOL["float64"]
-
-
-def test_auto_choice_follows_the_memory_budget(tbe, monkeypatch):
-    from ntkframe_torch import generic
-
-    params = tanh_params()
-    X = unit_sphere(8, 3, 0)
-    chosen = []
-    def spy(name):
-        orig = getattr(generic, f"_{name}")
-
-        def wrapped(be, prob, trace):
-            chosen.append(name)
-            return orig(be, prob, trace)
-        return wrapped
-
-    for name in GENERIC:
-        monkeypatch.setattr(generic, f"_{name}", spy(name))
-    ref = tbe.generic_jacobian_gram(tanh_mlp, params, X, implementation="auto")
-    assert chosen[-1] == "jacobian_contraction"
-    monkeypatch.setattr(tbe, "memory_budget", lambda: 4096)  # the Jacobians no longer fit
-    H = tbe.generic_jacobian_gram(tanh_mlp, params, X, implementation="auto")
-    assert chosen[-1] == "ntk_vector_products"
-    assert rel_err(H, ref) < TOL["float64"]
-    H = tbe.generic_jacobian_gram(tanh_mlp, params, X, implementation="auto", block_size="auto")
-    assert rel_err(H, ref) < TOL["float64"]
-
-
-def test_generic_block_size_auto(tbe):
-    model = nf.TwoLayerNet(d=4, m=30, outputs=2)
-    params = model.init(tbe, seed=0)
-    X = unit_sphere(9, 4, 0)
-    ref = nf.empirical_ntk(model, params, X, backend=tbe)
-    for impl in GENERIC:
-        assert rel_err(tbe.generic_jacobian_gram(model, params, X, implementation=impl, block_size="auto"), ref) < 1e-10
-
-
 def test_generic_errors_name_what_is_allowed(tbe):
+    """The torch-specific misuses; the ones common to every autodiff backend are in test_autodiff.py."""
     params = tanh_params()
     X = unit_sphere(3, 3, 0)
-    with pytest.raises(ValueError, match="allowed: auto, structured, jacobian_contraction, ntk_vector_products"):
-        tbe.generic_jacobian_gram(tanh_mlp, params, X, implementation="magic")
-    with pytest.raises(ValueError, match="needs an ntkframe Model"):
-        nf.empirical_ntk(tanh_mlp, params, X, backend=tbe, implementation="structured")
     with pytest.raises(TypeError, match="needs params as a dict"):
         tbe.generic_jacobian_gram(tanh_mlp, None, X)
     with pytest.raises(TypeError, match="must be a torch nn.Module, a function"):
         tbe.generic_jacobian_gram(42, params, X)
-    with pytest.raises(ValueError, match="one row per input"):
-        tbe.generic_jacobian_gram(lambda p, X: (X @ p["W1"].T).sum(), params, X)
-    with pytest.raises(ValueError, match="block_size=0; allowed"):
-        tbe.generic_jacobian_gram(tanh_mlp, params, X, block_size=0)
     with pytest.raises(ValueError, match="X2 has samples of shape"):
         tbe.generic_jacobian_gram(tanh_mlp, params, X, unit_sphere(2, 4, 0))
     with pytest.raises(TypeError, match="jax array"):
@@ -480,12 +352,3 @@ def test_generic_errors_name_what_is_allowed(tbe):
     with pytest.raises(ValueError, match=r"training mode .* call module.eval\(\) first"):
         tbe.generic_jacobian_gram(net, None, X)
     assert tuple(tbe.generic_jacobian_gram(net.eval(), None, X).shape) == (3, 3)
-    model = nf.TwoLayerNet(d=3, m=8)
-    with pytest.raises(ValueError, match="expects d=3"):
-        tbe.generic_jacobian_gram(model, model.init(tbe), unit_sphere(2, 4, 0))
-    with pytest.raises(ValueError, match="NaN"):
-        tbe.generic_jacobian_gram(tanh_mlp, params, np.full((2, 3), np.nan))
-    # "structured" through the generic entry point is the structured path
-    p = model.init(tbe)
-    assert rel_err(tbe.generic_jacobian_gram(model, p, X, implementation="structured"),
-                   nf.empirical_ntk(model, p, X, backend=tbe)) == 0.0

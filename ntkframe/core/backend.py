@@ -1,122 +1,73 @@
-"""The Backend interface, ``get_backend()`` and the structured Jacobian-Gram contraction.
+"""The Backend interface (arrays, devices, dtypes, memory, compilation), its structured hot path, and ``get_backend()``.
 
 A backend owns execution: its array namespace ``xp``, device, dtype, conversion from and to NumPy,
 and the hot path :meth:`Backend.jacobian_gram`, which evaluates the neural tangent kernel
 
     H(x, x') = ∇θf(x)ᵀ ∇θf(x')  =  Σ_blocks  scale · (L₁L₂ᵀ) ⊙ (R₁R₂ᵀ)
 
-from the Jacobian *factors* a structured model provides (docs/theory.md §2), with GEMMs only and
-without forming the N × P Jacobian.  Backends for other frameworks subclass :class:`Backend` and
-override what their framework does differently (array conversion, devices, erf, in-place tiles).
+from the Jacobian *factors* a structured model provides (docs/theory.md §2), with GEMMs only
+(:func:`ntkframe.core.gram.combine_blocks`) and without forming the N × P Jacobian, tile by tile
+through the one tile engine (:mod:`ntkframe.core.tiles`).  A backend package overrides what its
+framework does differently: arrays and devices (``backend.py``), the activation pass and the
+combine (``gram.py``), and, with autodiff, :meth:`generic_jacobian_gram` (``autodiff.py``);
+a compiling framework plugs in through :meth:`compile`, :meth:`rows` and :meth:`set_block`.
+Host utilities live in :mod:`ntkframe.core.host`, performance constants in :mod:`ntkframe.core.tuning`.
 """
 
 from __future__ import annotations
 
-import math
-import os
-from typing import TYPE_CHECKING, Any, ClassVar
+from collections import OrderedDict
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 
+from . import tiles, tuning
+from .gram import combine_blocks
+from .host import (DTYPES, available_memory_bytes, cpu_threads, framework_availability,  # noqa: F401 - re-exported
+                   parse_device, parse_dtype)
 from ..errors import BackendUnavailableError, UnknownNameError
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .models import GramBlock, Model
 
-DTYPES = ("float32", "float64")
-#: fraction of free memory that ``block_size="auto"`` may use
-MEMORY_FRACTION = 0.5
+def _freeze(value: Any) -> Any:
+    """A hashable copy of a model's ``config()`` (dicts and lists become sorted tuples)."""
+    if isinstance(value, dict):
+        return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(v) for v in value)
+    hash(value)
+    return value
 
 
-def parse_dtype(dtype: Any) -> str:
-    """Normalise ``"float64"``, ``np.float64``, ``np.dtype("float32")``... to ``"float32"``/``"float64"``."""
+def model_key(model: Any) -> tuple:
+    """Identify a model's traced computation: its class, its frozen ``config()`` and its activation
+    object (two custom activations with one name must not share a compiled function).  Models whose
+    config cannot be frozen are keyed by the object itself."""
     try:
-        name = np.dtype(dtype).name if not isinstance(dtype, str) else dtype.strip().lower()
-    except TypeError:
-        name = str(dtype)
-    if name not in DTYPES:
-        raise ValueError(f"unsupported dtype {dtype!r}; allowed: {', '.join(DTYPES)}")
-    return name
-
-
-def parse_device(device: str | None, allowed: tuple[str, ...] = ("cpu", "cuda")) -> tuple[str, int]:
-    """Split ``"cpu"``, ``"cuda"``, ``"cuda:1"`` into (kind, index); ``None`` means the default."""
-    if device is None:
-        return allowed[0], 0
-    text = str(device).strip().lower()
-    kind, _, index = text.partition(":")
-    if kind == "gpu":
-        kind = "cuda"
-    if kind not in allowed:
-        raise ValueError(f"unknown device {device!r}; allowed: {', '.join(a + (':N' if a == 'cuda' else '') for a in allowed)}")
-    if index == "":
-        return kind, 0
-    if not index.isdigit():
-        raise ValueError(f"bad device index in {device!r}: expected '{kind}:N' with N = 0, 1, ...")
-    if kind == "cpu" and int(index) != 0:
-        raise ValueError(f"device {device!r}: the CPU has only index 0")
-    return kind, int(index)
-
-
-def framework_availability(module: str, missing: str, dists: tuple[str, ...] = ()) -> tuple[bool, str]:
-    """(available, reason) for a backend's framework, found with ``importlib.util.find_spec`` only
-    (no import): the version of the first installed distribution of ``dists`` (default: ``module``),
-    or ``missing`` as the reason when the module is absent.  Never raises."""
-    import importlib.util
-    from importlib import metadata
-
-    try:
-        if importlib.util.find_spec(module) is None:
-            return False, missing
-    except (ImportError, ValueError) as exc:
-        return False, f"{module} cannot be found: {exc}"
-    for dist in dists or (module,):
-        try:
-            version = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            continue
-        except Exception:  # noqa: BLE001 - a broken dist-info must not hide the backend
-            break
-        return True, f"{module} {version}" + (f" ({dist})" if dist != module else "")
-    return True, f"{module} (version unknown)"
-
-
-def cpu_threads() -> int:
-    """Threads ntkframe's own CPU work may use: ``NTKFRAME_NUM_THREADS``, else the CPUs this process may run on."""
-    env = os.environ.get("NTKFRAME_NUM_THREADS")
-    if env:
-        return max(1, int(env))
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
-
-
-def available_memory_bytes() -> int:
-    """Free host memory (MemAvailable), or a conservative 2 GiB if it cannot be read."""
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
+        return (type(model), _freeze(model.config()), getattr(model, "activation", None))
+    except Exception:  # noqa: BLE001 - any un-hashable or unimplemented config falls back to identity
         pass
     try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return 2 << 30
+        hash(model)
+        return (type(model), "object", model)  # holds the model, so its id cannot be reused
+    except TypeError:
+        return (type(model), "id", id(model))
 
 
 class Backend:
     """Execution engine for one array framework on one device and dtype.
 
     Subclasses set ``name`` and ``framework`` and implement ``_load`` (import the framework and
-    return its namespace), ``asarray`` checks, ``array_to_numpy`` and ``owns``.
+    return its namespace), ``asarray`` checks, ``array_to_numpy`` and ``owns``.  Capabilities:
+    ``autodiff`` (the generic paths exist), ``compiles`` (:meth:`compile` does something: the
+    pieces of the hot path are then cached per model), ``fixed_tile_shape`` (tiles of one shape).
     """
 
     name: ClassVar[str] = "base"
     framework: ClassVar[str] = ""
     devices_allowed: ClassVar[tuple[str, ...]] = ("cpu",)
+    autodiff: ClassVar[bool] = False
+    compiles: ClassVar[bool] = False
+    fixed_tile_shape: ClassVar[bool] = False
 
     def __init__(self, device: str | None = None, dtype: Any = "float64"):
         self.dtype_name = parse_dtype(dtype)
@@ -124,6 +75,7 @@ class Backend:
         ok, reason = type(self).availability()
         if not ok:
             raise BackendUnavailableError(f"backend {self.name!r} is unavailable: {reason}")
+        self._jit_cache: OrderedDict[Any, Any] = OrderedDict()
         self.xp = self._load()
 
     # -- identity --------------------------------------------------------------------------
@@ -131,11 +83,22 @@ class Backend:
     def device(self) -> str:
         return "cpu" if self.device_kind == "cpu" else f"{self.device_kind}:{self.device_index}"
 
+    @property
+    def device_object(self) -> Any:
+        """The framework's own device object (torch.device, jax.Device, cupy Device; "cpu" for NumPy)."""
+        return self.device
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} name={self.name!r} device={self.device!r} dtype={self.dtype_name!r}>"
 
     def describe(self) -> dict[str, str]:
         return {"name": self.name, "device": self.device, "dtype": self.dtype_name}
+
+    def blas_info(self) -> dict[str, Any]:
+        """Which GEMM library and path this backend's hot path runs on, for provenance:
+        ``{"path": ..., "library": ...}`` (each backend says what it knows, without importing
+        anything it has not already loaded)."""
+        return {"path": "unknown", "library": "unknown"}
 
     @classmethod
     def availability(cls) -> tuple[bool, str]:
@@ -172,15 +135,68 @@ class Backend:
     def to_numpy(self, x: Any) -> np.ndarray:
         return type(self).array_to_numpy(x)
 
+    def params_on_device(self, params: Any, name: str = "params") -> Any:
+        """Every array of the dict ``params`` through :meth:`asarray` (moved, cast, or refused)."""
+        if not isinstance(params, dict):
+            return params
+        return {k: self.asarray(v, name=f"{name}[{k!r}]") for k, v in params.items()}
+
     def astype(self, x: Any, dtype: Any) -> Any:
         return x.astype(dtype)
 
     def zeros(self, shape: tuple[int, ...]) -> Any:
         return self.asarray(np.zeros(shape))
 
-    def sync(self) -> None:
-        """Wait for queued device work (no-op on the CPU)."""
+    @property
+    def np_dtype(self) -> np.dtype:
+        return np.dtype(self.dtype_name)
 
+    @property
+    def itemsize(self) -> int:
+        return 4 if self.dtype_name == "float32" else 8
+
+    def sync(self, x: Any = None) -> Any:
+        """Wait for queued device work (no-op on the CPU); returns ``x``."""
+        return x
+
+    def memory_budget(self) -> int:
+        """Bytes that ``block_size="auto"`` may use for factors and tiles (``tuning.MEMORY_FRACTION``)."""
+        return int(tuning.MEMORY_FRACTION * available_memory_bytes())
+
+    # -- compilation and tiles -------------------------------------------------------------
+    def compile(self, fn: Any, static_argnums: tuple[int, ...] = ()) -> Any:
+        """``fn`` compiled for this backend where that pays (JAX: ``jax.jit``); else ``fn`` itself.
+        ``fn`` must be a pure function of its array (pytree) arguments; ``static_argnums`` are the
+        Python values (tile sizes) it is specialised on."""
+        return fn
+
+    def cached(self, key: Any, build: Callable[[], Any]) -> Any:
+        """The compiled function(s) stored under ``key``, built by ``build()`` on first use (LRU,
+        ``tuning.JIT_CACHE_SIZE`` entries)."""
+        cache = self._jit_cache
+        if key in cache:
+            cache.move_to_end(key)
+            return cache[key]
+        value = build()
+        cache[key] = value
+        while len(cache) > tuning.JIT_CACHE_SIZE:
+            cache.popitem(last=False)
+        return value
+
+    def rows(self, X: Any, i0: Any, b: int) -> Any:
+        """X[i0:i0+b] (a compiling backend takes a traced start: one compiled tile for every position)."""
+        return X[i0:i0 + b]
+
+    def set_block(self, out: Any, i0: int, j0: int, tile: Any, mirror: bool = False) -> Any:
+        """``out[i0:, j0:] = tile`` (and with ``mirror`` its transpose at ``out[j0:, i0:]``, output
+        axes swapped for a (b, b, k, k) tile); returns ``out`` (a new array on functional backends)."""
+        ni, nj = tile.shape[0], tile.shape[1]
+        out[i0:i0 + ni, j0:j0 + nj] = tile
+        if mirror:
+            out[j0:j0 + nj, i0:i0 + ni] = self.permute(tile, (1, 0) if tile.ndim == 2 else (1, 0, 3, 2))
+        return out
+
+    # -- elementwise and GEMMs (a backend's gram.py specialises these) ---------------------
     def erf(self, z: Any) -> Any:
         raise NotImplementedError
 
@@ -196,11 +212,6 @@ class Backend:
         out = fn(z)
         return out if isinstance(out, tuple) else (out,)
 
-    def compile(self, fn: Any) -> Any:
-        """``fn`` compiled for this backend where that pays (JAX: ``jax.jit``); else ``fn`` itself.
-        ``fn`` must be a pure function of its array (pytree) arguments."""
-        return fn
-
     def activation_joint(self, act: Any, z: Any, dscale: Any | None = None,
                          overwrite: bool = False) -> tuple[Any, Any]:
         """(σ(z), σ'(z)·dscale) elementwise; ``dscale`` (a row vector, e.g. the output weights a)
@@ -214,9 +225,9 @@ class Backend:
         """A Bᵀ, or the symmetric A Aᵀ when ``B`` is None."""
         return A @ (A if B is None else B).T
 
-    def combine(self, F1: list["GramBlock"], F2: list["GramBlock"] | None, k: int, trace: bool) -> Any:
-        """The kernel from Jacobian factors: :func:`combine_blocks` (a backend may specialise it,
-        e.g. NumPy accumulates the symmetric products into one triangle with BLAS ``syrk``)."""
+    def combine(self, F1: list, F2: list | None, k: int, trace: bool) -> Any:
+        """The kernel from Jacobian factors: :func:`~ntkframe.core.gram.combine_blocks` (a backend may
+        specialise it, e.g. NumPy accumulates the symmetric products into one triangle with BLAS ``syrk``)."""
         return combine_blocks(self, F1, F2, k, trace)
 
     def mul_into(self, x: Any, y: Any) -> Any:
@@ -231,122 +242,66 @@ class Backend:
     def permute(self, x: Any, axes: tuple[int, ...]) -> Any:
         return x.transpose(axes)
 
-    def set_block(self, out: Any, rows: slice, cols: slice, value: Any) -> Any:
-        out[rows, cols] = value
-        return out
-
-    def memory_budget(self) -> int:
-        """Bytes that ``block_size="auto"`` may use for factors and tiles."""
-        return int(MEMORY_FRACTION * available_memory_bytes())
-
-    @property
-    def itemsize(self) -> int:
-        return 4 if self.dtype_name == "float32" else 8
-
     # -- hot path --------------------------------------------------------------------------
-    def jacobian_gram(self, model: "Model", params: dict, X1: Any, X2: Any | None = None, *,
+    def jacobian_gram(self, model: Any, params: dict, X1: Any, X2: Any | None = None, *,
                       block_size: int | str | None = None, trace: bool = False) -> Any:
         """The empirical NTK H(X1, X2) of a structured model, from its Jacobian factors.
 
         Shapes: X1 (N1, d), X2 (N2, d) or None (then H(X1, X1), computed with symmetric GEMMs).
         Returns (N1, N2) for one output or ``trace=True`` (mean of the k diagonal kernels), else
-        (N1, N2, k, k).  ``block_size=b`` fills the result in b × b tiles so that only the factors
-        of 2b inputs are alive at once; ``"auto"`` picks b from :meth:`memory_budget`.
+        (N1, N2, k, k).  ``block_size=b`` fills the result in b × b tiles (:mod:`ntkframe.core.tiles`)
+        so that only the factors of 2b inputs are alive at once; ``"auto"`` picks b from
+        :meth:`memory_budget` and ``model.factor_bytes_per_row``.  On a compiling backend the
+        factor and contraction pieces are compiled once per (model config, trace) and cached.
         """
+        trace = tiles.check_trace(trace)
         X1 = model.check_inputs(self, X1, "X1")
         symmetric = X2 is None
         X2c = X1 if symmetric else model.check_inputs(self, X2, "X2")
+        params = self.params_on_device(params)
         n1, n2 = X1.shape[0], X2c.shape[0]
         k = 1 if trace else model.outputs
-        b = self.resolve_block_size(model, block_size, n1, n2, k)
-        if b is None or (b >= n1 and b >= n2):
+        b = tiles.plan_block(self, model.factor_bytes_per_row(self.itemsize, k), n1, n2, k=k, block_size=block_size)
+        build = lambda: self._structured_pieces(model, trace)  # noqa: E731
+        fns = self.cached(("structured", model_key(model), trace), build) if self.compiles else build()
+        H = tiles.gram(self, n1, n2, b, k=k, symmetric=symmetric,
+                       rows1=lambda i0, bi: fns["rows"](params, X1, i0, bi),
+                       rows2=lambda j0, bj: fns["rows"](params, X2c, j0, bj),
+                       tile=fns["tile"], whole=lambda: fns["whole"](params, X1, None if symmetric else X2c))
+        return self._remember(H)
+
+    def _structured_pieces(self, model: Any, trace: bool) -> dict[str, Any]:
+        """rows(params, X, i0, b): the factors of rows i0:i0+b; tile(F1, F2|None): their contraction;
+        whole(params, X1, X2|None): both in one piece — each through :meth:`compile`."""
+        k = model.outputs
+
+        def rows(params: dict, X: Any, i0: Any, b: int) -> list:
+            return model.jacobian_factors(params, self.rows(X, i0, b), self, trace=trace)
+
+        def tile(F1: list, F2: list | None) -> Any:
+            return self.combine(F1, F2, k, trace)
+
+        def whole(params: dict, X1: Any, X2: Any | None) -> Any:
             F1 = model.jacobian_factors(params, X1, self, trace=trace)
-            F2 = None if symmetric else model.jacobian_factors(params, X2c, self, trace=trace)
-            return self.combine(F1, F2, model.outputs, trace)
-        shape = (n1, n2) if k == 1 else (n1, n2, k, k)
-        out = self.zeros(shape)
-        for i0 in range(0, n1, b):
-            ri = slice(i0, min(i0 + b, n1))
-            Fi = model.jacobian_factors(params, X1[ri], self, trace=trace)
-            for j0 in range(0, n2, b):
-                if symmetric and j0 < i0:
-                    continue
-                rj = slice(j0, min(j0 + b, n2))
-                if symmetric and j0 == i0:
-                    tile = self.combine(Fi, None, model.outputs, trace)
-                else:
-                    Fj = model.jacobian_factors(params, X2c[rj], self, trace=trace)
-                    tile = self.combine(Fi, Fj, model.outputs, trace)
-                out = self.set_block(out, ri, rj, tile)
-                if symmetric and j0 != i0:
-                    out = self.set_block(out, rj, ri, tile.T if k == 1 else self.permute(tile, (1, 0, 3, 2)))
-        return out
+            return self.combine(F1, None if X2 is None else model.jacobian_factors(params, X2, self, trace=trace),
+                                k, trace)
 
-    def resolve_block_size(self, model: "Model", block_size: int | str | None, n1: int, n2: int,
-                           k: int) -> int | None:
-        if block_size is None:
-            return None
-        if isinstance(block_size, str):
-            if block_size != "auto":
-                raise ValueError(f"block_size={block_size!r}; allowed: None, a positive int, or 'auto'")
-            budget = self.memory_budget()
-            out_bytes = n1 * n2 * k * k * self.itemsize
-            if out_bytes > budget:
-                raise MemoryError(
-                    f"the {n1} x {n2} kernel needs {out_bytes / 2**30:.1f} GiB but the memory budget is "
-                    f"{budget / 2**30:.1f} GiB; compute it tile by tile into a file instead"
-                )
-            row = model.factor_bytes_per_row(self.itemsize, k)
-            # two sets of factors for b rows plus two b x b x k x k temporaries
-            free = budget - out_bytes
-            b = int(free // (2 * row + 1))
-            b2 = int(math.sqrt(max(free, 0) / (2 * k * k * self.itemsize)))
-            b = max(1, min(b, b2))
-            return None if b >= max(n1, n2) else b
-        if isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) or block_size <= 0:
-            raise ValueError(f"block_size={block_size!r}; allowed: None, a positive int, or 'auto'")
-        return int(block_size)
+        return {"rows": self.compile(rows, static_argnums=(3,)), "tile": self.compile(tile),
+                "whole": self.compile(whole)}
 
+    def _remember(self, H: Any) -> Any:
+        """Hook for asynchronous backends (JAX keeps a weak reference for :meth:`sync`)."""
+        return H
 
-def combine_blocks(be: Backend, F1: list["GramBlock"], F2: list["GramBlock"] | None,
-                   k: int, trace: bool) -> Any:
-    """Σ_blocks scale · (L₁L₂ᵀ) ⊙ (R₁R₂ᵀ), the NTK from Jacobian factors (docs/theory.md §2).
-
-    A block's ``left`` is (N, p) when ``diagonal`` (it contributes δ_cc' L₁L₂ᵀ: last-layer
-    weights), else (N, k', p) with k' = k outputs, or k' = 1 when the model already reduced it.
-    With ``trace`` (or k = 1) the result is (N1, N2), else (N1, N2, k, k).
-    """
-    symmetric = F2 is None
-    F2 = F1 if F2 is None else F2
-    H = None
-    full = (not trace) and k > 1
-    for b1, b2 in zip(F1, F2):
-        L1, L2 = b1.left, b2.left
-        n1, n2 = L1.shape[0], L2.shape[0]
-        if b1.diagonal:
-            G = be.gram(L1, None if symmetric else L2)
-        elif not full:
-            G = be.gram(L1.reshape(n1, -1), None if symmetric else L2.reshape(n2, -1))
-        else:
-            kk = L1.shape[1]
-            G = be.gram(L1.reshape(n1 * kk, -1), None if symmetric else L2.reshape(n2 * kk, -1))
-            G = G.reshape(n1, kk, n2, kk)
-            G = be.permute(G, (0, 2, 1, 3))
-        # G is a fresh product from be.gram from here on, so the backend may update it in place
-        if not b1.diagonal and not full and L1.shape[1] > 1:  # mean over the k' outputs
-            G = be.mul_into(G, 1.0 / L1.shape[1])
-        if b1.right is not None:
-            R = be.gram(b1.right, None if symmetric else b2.right)
-            G = be.mul_into(G, R if G.ndim == 2 else R[:, :, None, None])
-        if b1.scale != 1.0:
-            G = be.mul_into(G, b1.scale)
-        if full and b1.diagonal:
-            eye = be.asarray(np.eye(k))
-            G = G[:, :, None, None] * eye
-        H = G if H is None else be.add_into(H, G)
-    if H is None:
-        raise ValueError("the model has no trainable parameters: its NTK is identically zero")
-    return H
+    def generic_jacobian_gram(self, model: Any, params: Any, X1: Any, X2: Any | None = None, *,
+                              implementation: str = "auto", block_size: int | str | None = None,
+                              trace: bool = False) -> Any:
+        """The NTK of any differentiable model by automatic differentiation (backends with
+        ``autodiff``: their ``autodiff.py``); this backend has none."""
+        raise TypeError(
+            f"the {self.name} backend has no automatic differentiation, so it can only compute the NTK of ntkframe "
+            f"models (TwoLayerNet, MLP); for {type(model).__name__} use the torch or jax backend"
+        )
 
 
 # -- the public functions ----------------------------------------------------------------------
@@ -380,10 +335,12 @@ def _describe_available() -> str:
     return ", ".join(parts) or "(none)"
 
 
-def get_backend(name: str | Backend = "numpy", device: str | None = None, dtype: Any = "float64") -> Backend:
+def get_backend(name: str | Backend = "numpy", device: str | None = None, dtype: Any = "float64",
+                **options: Any) -> Backend:
     """Build the backend ``name`` on ``device`` ("cpu", "cuda", "cuda:N") with ``dtype``.
 
-    An unknown name raises an error listing every registered backend and why an unavailable one is.
+    ``options`` go to the backend class (e.g. ``blas="numpy"`` for the NumPy backend).  An unknown
+    name raises an error listing every registered backend and why an unavailable one is.
     """
     if isinstance(name, Backend):
         return name
@@ -393,7 +350,7 @@ def get_backend(name: str | Backend = "numpy", device: str | None = None, dtype:
     if name not in reg:
         raise UnknownNameError(f"unknown backend {name!r}; available: {_describe_available()}")
     cls = reg.get(name)
-    return cls(device=device, dtype=dtype)
+    return cls(device=device, dtype=dtype, **options)
 
 
 def backend_for(x: Any) -> type[Backend] | None:
@@ -430,3 +387,15 @@ def infer_backend(x: Any) -> Backend:
             "pass backend=nf.get_backend(...)"
         )
     return cls.from_array(x)
+
+
+def resolve_backend(backend: Backend | str | None, params: Any = None) -> Backend:
+    """The backend to compute on: ``backend`` itself, the registered one of that name, the one owning
+    the first array of ``params`` (a dict), or NumPy."""
+    if isinstance(backend, Backend):
+        return backend
+    if backend is not None:
+        return get_backend(backend)
+    if isinstance(params, dict) and params:
+        return infer_backend(next(iter(params.values())))
+    return get_backend("numpy")

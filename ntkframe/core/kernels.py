@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .backend import Backend, get_backend, infer_backend
+from .backend import Backend, resolve_backend
 from .models import Model
+from ..errors import InvalidOptionError
 
 IMPLEMENTATIONS = ("auto", "structured", "jacobian_contraction", "ntk_vector_products")
 
@@ -34,7 +35,7 @@ class EmpiricalNTK(KernelEstimator):
     def __init__(self, model: Any, params: Any, backend: Backend | str | None = None, *,
                  block_size: int | str | None = None, trace: bool = False, implementation: str = "auto"):
         self.model, self.params = model, params
-        self.backend = _resolve_backend(backend, params)
+        self.backend = resolve_backend(backend, params)
         self.block_size, self.trace, self.implementation = block_size, trace, implementation
 
     def compute(self, X1: Any, X2: Any | None = None) -> Any:
@@ -42,14 +43,15 @@ class EmpiricalNTK(KernelEstimator):
                              block_size=self.block_size, trace=self.trace, implementation=self.implementation)
 
 
-def _resolve_backend(backend: Backend | str | None, params: Any) -> Backend:
-    if isinstance(backend, Backend):
-        return backend
-    if backend is not None:
-        return get_backend(backend)
-    if isinstance(params, dict) and params:
-        return infer_backend(next(iter(params.values())))
-    return get_backend("numpy")
+#: the former private name (flow and theory modules still import it)
+_resolve_backend = resolve_backend
+
+
+def check_implementation(implementation: Any) -> str:
+    """``implementation`` after checking it is one of :data:`IMPLEMENTATIONS` (the same error everywhere)."""
+    if not isinstance(implementation, str) or implementation not in IMPLEMENTATIONS:
+        raise InvalidOptionError(f"unknown implementation {implementation!r}; allowed: {', '.join(IMPLEMENTATIONS)}")
+    return implementation
 
 
 def empirical_ntk(model: Any, params: Any, X1: Any, X2: Any | None = None, *, backend: Backend | str | None = None,
@@ -65,16 +67,16 @@ def empirical_ntk(model: Any, params: Any, X1: Any, X2: Any | None = None, *, ba
 
     ``implementation``: ``"structured"`` (factors, ntkframe models only), ``"jacobian_contraction"``
     (per-sample Jacobians, then contract), ``"ntk_vector_products"`` (vmapped JVPs of VJPs), or
-    ``"auto"`` (structured when the model provides factors).
+    ``"auto"``: structured when the model provides factors, else the generic implementation with the
+    smaller estimated cost (flops, among those whose memory fits: :mod:`ntkframe.core.costs`).
 
     ``out="K.zarr"`` or ``"K.npy"`` computes the kernel tile by tile (``block_size`` × ``block_size``,
     or tiles from the memory budget) into that file and returns it opened (a zarr array or a NumPy
     memmap): for kernels larger than memory.  :func:`ntkframe.kernel_to_file` has the options
     (memory budget, executors, resume).
     """
-    if implementation not in IMPLEMENTATIONS:
-        raise ValueError(f"unknown implementation {implementation!r}; allowed: {', '.join(IMPLEMENTATIONS)}")
-    be = _resolve_backend(backend, params)
+    check_implementation(implementation)
+    be = resolve_backend(backend, params)
     if out is not None:
         from .outofcore import kernel_to_file
 
@@ -82,11 +84,7 @@ def empirical_ntk(model: Any, params: Any, X1: Any, X2: Any | None = None, *, ba
     if isinstance(model, Model) and model.structured and implementation in ("auto", "structured"):
         return be.jacobian_gram(model, params, X1, X2, block_size=block_size, trace=trace)
     if implementation == "structured":
-        raise ValueError(f"implementation='structured' needs an ntkframe Model with Jacobian factors; got {type(model).__name__}")
-    generic = getattr(be, "generic_jacobian_gram", None)
-    if generic is None:
-        raise TypeError(
-            f"the {be.name} backend has no automatic differentiation, so it can only compute the NTK of ntkframe "
-            f"models (TwoLayerNet, MLP); for {type(model).__name__} use the torch or jax backend"
-        )
-    return generic(model, params, X1, X2, implementation=implementation, block_size=block_size, trace=trace)
+        raise InvalidOptionError(f"implementation='structured' needs an ntkframe Model with Jacobian factors; "
+                                 f"got {type(model).__name__}")
+    return be.generic_jacobian_gram(model, params, X1, X2, implementation=implementation, block_size=block_size,
+                                    trace=trace)

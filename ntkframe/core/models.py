@@ -9,32 +9,16 @@ gradients is c² (G₁G₂ᵀ) ⊙ (H₁H₂ᵀ), G the back-propagated signals 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
 from .activations import Activation, get_activation
+from .gram import GramBlock  # noqa: F401 - re-exported: models build their factors from it
 
 TRAIN_MODES = ("both", "hidden", "output")
 OUTPUT_INITS = ("gaussian", "sign")
 PARAMETERIZATIONS = ("ntk", "standard")
-
-
-@dataclass
-class GramBlock:
-    """One parameter group's contribution ``scale · (L₁L₂ᵀ) ⊙ (R₁R₂ᵀ)`` to the NTK.
-
-    ``left`` is (N, k, p) — per output c the rows of L^{(c)} — or, when ``diagonal``, (N, p) for a
-    group that only feeds its own output (last-layer weights: contributes δ_cc' L₁L₂ᵀ).
-    ``right`` is (N, q) or None (then the Hadamard factor is 1).
-    """
-
-    name: str
-    left: Any
-    right: Optional[Any]
-    scale: float
-    diagonal: bool = False
 
 
 def _positive_int(value: Any, what: str) -> int:

@@ -11,8 +11,11 @@ the factors of 2b inputs and a few b × b temporaries are ever in memory.  A sym
 ⌈N/b⌉(⌈N/b⌉ + 1)/2 tiles instead of ⌈N/b⌉²; diagonal tiles are symmetrised, (T + Tᵀ)/2, so the
 file is exactly symmetric on every backend.
 
-Tiles can be farmed out to the sweep executors (``"serial"``, ``"processes"``, ``"dask"``, or a
-``concurrent.futures.Executor``, :class:`ntkframe.runs.sweep.Runner`).  A worker receives the backend
+The tiles, their size and the symmetry are the tile engine's (:mod:`ntkframe.core.tiles`:
+:func:`~ntkframe.core.tiles.plan_block` from the model's bytes per row and the budget,
+:func:`~ntkframe.core.tiles.tile_grid`); this module is the engine's file sink and executor tasks.
+Tiles can be farmed out to the executors (``"serial"``, ``"processes"``, ``"dask"``, or a
+``concurrent.futures.Executor``, :class:`ntkframe.core.executors.Runner`).  A worker receives the backend
 by name, device and dtype, the model by its ``config()`` (rebuilt through the models registry),
 the parameters and the tile's inputs as NumPy arrays — never a pickled GPU array — and writes its
 tile straight into the file.  A tile-done bitmap next to the file (``<out>.tiles.npy`` with its
@@ -24,7 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import shutil
 import sys
@@ -36,55 +38,30 @@ from typing import Any
 
 import numpy as np
 
-from .backend import Backend, get_backend
+from . import tiles
+from .backend import Backend, resolve_backend
+from .executors import Runner, check_executor, default_workers, worker_backend
 from .models import Model
 from .store import atomic_write_json
+from .tuning import TILE_TEMPORARIES  # noqa: F401 - re-exported (the tile formula's constant)
 
 SUFFIXES = (".zarr", ".npy")
-#: b × b temporaries alive while one tile is contracted and written (Gram factors, products,
-#: the sum, the host copy): the tile's memory is 2·b·(factor bytes per row) + TILE_TEMPORARIES·b²·itemsize
-TILE_TEMPORARIES = 6
 
 
 # -- tile size -------------------------------------------------------------------------------------
 
 def tile_size(model: Model, backend: Backend, n1: int, n2: int, *, block_size: int | str | None = None,
               memory_budget: int | None = None, k: int = 1, workers: int = 1) -> int:
-    """The tile edge b: ``block_size`` if given, else the largest b whose working set fits the budget.
-
-    One tile needs the Jacobian factors of its 2b inputs (``model.factor_bytes_per_row`` bytes
-    each) and ``TILE_TEMPORARIES`` b × b arrays of the backend's itemsize s, so with budget B
-
-        c·s·b² + 2·r·b ≤ B   ⇒   b = ⌊(−2r + √(4r² + 4·c·s·B)) / (2·c·s)⌋      (c = TILE_TEMPORARIES).
+    """The tile edge b: ``block_size`` if given, else the largest b whose working set fits the budget
+    (the one formula of :func:`ntkframe.core.tiles.block_for_budget`, with r =
+    ``model.factor_bytes_per_row``): c·s·k²·b² + 2·r·b ≤ B, c = ``tuning.TILE_TEMPORARIES``.
 
     ``memory_budget`` is in bytes for all ``workers`` together (each gets B / workers); the default
     is the backend's :meth:`~ntkframe.core.backend.Backend.memory_budget` (a fraction of free host or
     device memory).  The result is capped at max(n1, n2).
     """
-    if block_size is not None and block_size != "auto":
-        if memory_budget is not None:
-            raise ValueError("give block_size or memory_budget, not both (block_size fixes the tile, "
-                             "memory_budget picks it)")
-        if isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) or block_size <= 0:
-            raise ValueError(f"block_size={block_size!r}; allowed: a positive int, 'auto' or None "
-                             "(both: pick the tile from memory_budget)")
-        return int(min(block_size, max(n1, n2)))
-    if memory_budget is None:
-        budget = backend.memory_budget()
-    else:
-        if isinstance(memory_budget, bool) or not isinstance(memory_budget, (int, float, np.integer, np.floating)) \
-                or not memory_budget > 0:
-            raise ValueError(f"memory_budget={memory_budget!r}; allowed: a positive number of bytes")
-        budget = float(memory_budget)
-    budget /= max(1, workers)
-    s = backend.itemsize
-    r = model.factor_bytes_per_row(s, k)
-    c = TILE_TEMPORARIES
-    b = int((-2 * r + math.sqrt(4 * r * r + 4 * c * s * budget)) // (2 * c * s))
-    if b < 1:
-        raise MemoryError(f"memory_budget={memory_budget!r} bytes ({budget:.0f} per worker) is too small for even "
-                          f"one row: a tile of b rows needs 2·b·{r} + {c * s}·b² bytes")
-    return min(b, max(n1, n2))
+    return tiles.plan_block(backend, model.factor_bytes_per_row(backend.itemsize, k), n1, n2, k=k,
+                            block_size=block_size, in_memory=False, memory_budget=memory_budget, workers=workers)
 
 
 # -- output files ----------------------------------------------------------------------------------
@@ -195,7 +172,7 @@ def _live(job: TileJob, be: Any = None, model: Any = None, params: dict | None =
             from ..plugins import registry
 
             bc = job.backend
-            be = get_backend(bc["name"], device=bc["device"], dtype=bc["dtype"])
+            be = worker_backend(bc["name"], bc["device"], bc["dtype"])
             cfg = dict(job.model)
             model = registry("models").get(cfg.pop("kind"))(**cfg)
             params = {k: be.asarray(v, name=k) for k, v in job.params.items()}
@@ -291,14 +268,11 @@ def kernel_to_file(model: Model, params: dict, X1: Any, X2: Any | None = None, *
 
     Returns the opened output, read-only: a ``zarr.Array`` or a ``numpy.memmap`` of shape (N1, N2).
     """
-    from .kernels import _resolve_backend
-    from ..runs.sweep import Runner, check_executor, default_workers
-
     fmt = _format(out)
     out = Path(out).absolute()  # workers may run in another directory
     executor = "serial" if executor is None else executor
     check_executor(executor)
-    be = _resolve_backend(backend, params)
+    be = resolve_backend(backend, params)
     if not (isinstance(model, Model) and model.structured):
         raise TypeError(f"kernel_to_file needs a structured ntkframe Model (TwoLayerNet, MLP, ...); got "
                         f"{type(model).__name__}. For other models compute tiles with "
@@ -346,13 +320,14 @@ def kernel_to_file(model: Model, params: dict, X1: Any, X2: Any | None = None, *
         atomic_write_json(meta_path, {"fingerprint": fingerprint, "offset": job.offset, "block": b,
                                       "shape": [n1, n2], "dtype": be.dtype_name, "format": fmt})
 
-    tiles = [(i, j) for i in range(nt1) for j in range(nt2) if (not symmetric or j >= i) and not done[i, j]]
-    total = nt1 * (nt1 + 1) // 2 if symmetric else nt1 * nt2
+    grid = tiles.tile_grid(n1, n2, b, symmetric)
+    todo = [(t.i, t.j) for t in grid if not done[t.i, t.j]]
+    total = len(grid)
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=total, initial=total - len(tiles), desc="kernel tiles", unit="tile", leave=False,
+        bar = tqdm(total=total, initial=total - len(todo), desc="kernel tiles", unit="tile", leave=False,
                    disable=not sys.stderr.isatty())
     serial = executor == "serial"
 
@@ -366,10 +341,10 @@ def kernel_to_file(model: Model, params: dict, X1: Any, X2: Any | None = None, *
     try:
         shared: Any = _live(job, be, model, params) if serial else job
         with Runner(executor, workers=workers, address=address, shared=shared) as runner:
-            for res in runner.imap_unordered(_tile, (args(i, j) for i, j in tiles),
-                                             names=[f"tile-{i}-{j}" for i, j in tiles]):
+            for res in runner.imap_unordered(_tile, (args(i, j) for i, j in todo),
+                                             names=[f"tile-{i}-{j}" for i, j in todo]):
                 if not res.ok:
-                    i, j = tiles[res.index]
+                    i, j = todo[res.index]
                     raise RuntimeError(f"tile ({i}, {j}) of {out} failed: {res.error}; the tiles done so far are "
                                        f"kept, resume=True computes only the missing ones\n{res.traceback}")
                 if bar is not None:
@@ -380,7 +355,7 @@ def kernel_to_file(model: Model, params: dict, X1: Any, X2: Any | None = None, *
         with _CACHE_LOCK:
             _CACHE.pop(job.job_id, None)
     flags = np.load(bitmap_path)
-    missing = [(i, j) for i in range(nt1) for j in range(nt2) if (not symmetric or j >= i) and not flags[i, j]]
+    missing = [(t.i, t.j) for t in grid if not flags[t.i, t.j]]
     if missing:  # pragma: no cover - every outcome above was ok
         raise RuntimeError(f"{len(missing)} tiles of {out} were not written, e.g. {missing[:3]}; "
                            "rerun with resume=True")

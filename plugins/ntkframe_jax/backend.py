@@ -1,34 +1,36 @@
-"""The JAX backend: devices, array conversion and the jitted structured Jacobian-Gram hot path.
+"""The JAX backend: devices, array conversion, memory budget, sync, and how JAX plugs into the tile engine.
 
 Nothing here imports jax at module level: :meth:`JaxBackend.availability` only looks for the
 package (``importlib.util.find_spec``), and jax is imported when a backend is built.
 
-Hot path.  For a structured ntkframe model (TwoLayerNet, MLP) the NTK is contracted from the
-model's Jacobian factors (docs/theory.md §2),
-
-    H = Σ_blocks scale · (L₁L₂ᵀ) ⊙ (R₁R₂ᵀ),
-
-exactly as :func:`ntkframe.core.backend.combine_blocks` does on every backend, but the factor
-computation and the contraction of a tile run inside one ``jax.jit``: XLA fuses the elementwise
-activation passes and the Hadamard products around the GEMMs, and a tile costs one dispatch.
+The structured hot path is the core's (:meth:`ntkframe.core.backend.Backend.jacobian_gram`, the
+contraction :func:`ntkframe.core.gram.combine_blocks`, the tiles of :mod:`ntkframe.core.tiles`);
+JAX plugs in through three methods: :meth:`~JaxBackend.compile` (``jax.jit``: the factors of a
+row block, the contraction of a tile, and the whole kernel each run as one XLA program, which
+fuses the elementwise activation passes and Hadamard products around the GEMMs),
+:meth:`~JaxBackend.rows` (a traced start index: one executable for every tile position) and
+:meth:`~JaxBackend.set_block` (a functional update into a donated buffer); ``fixed_tile_shape``
+asks the engine for tiles of one shape, so each compiled piece compiles once.  The kernels
+themselves (symmetric Gram, erf) are in :mod:`.gram`.
 """
 
 from __future__ import annotations
 
 import math
 import weakref
-from collections import OrderedDict
 from typing import Any, Callable
 
 import numpy as np
 
-from ntkframe.core.backend import MEMORY_FRACTION, Backend, combine_blocks, framework_availability
+from ntkframe.core import tuning
+from ntkframe.core.backend import Backend, model_key  # noqa: F401 - model_key re-exported for the autodiff path
+from ntkframe.core.host import framework_availability
 from ntkframe.errors import BackendUnavailableError
+
+from .gram import JaxGram
 
 #: frameworks whose arrays the JAX backend refuses (never a silent copy between frameworks)
 FOREIGN_FRAMEWORKS = ("torch", "cupy", "cupyx", "tensorflow", "mxnet", "dask")
-#: how many compiled functions one backend keeps (least recently used dropped first)
-JIT_CACHE_SIZE = 64
 
 _PYTREE = {"registered": False}
 
@@ -38,7 +40,7 @@ def _register_gram_block(jax: Any) -> None:
     so that lists of factors can cross a ``jax.jit`` boundary.  Done once per process."""
     if _PYTREE["registered"]:
         return
-    from ntkframe.core.models import GramBlock
+    from ntkframe.core.gram import GramBlock
 
     try:
         jax.tree_util.register_dataclass(GramBlock, data_fields=["left", "right"],
@@ -48,36 +50,11 @@ def _register_gram_block(jax: Any) -> None:
     _PYTREE["registered"] = True
 
 
-def _freeze(value: Any) -> Any:
-    """A hashable copy of a model's ``config()`` (dicts and lists become sorted tuples)."""
-    if isinstance(value, dict):
-        return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
-    if isinstance(value, (list, tuple)):
-        return tuple(_freeze(v) for v in value)
-    hash(value)
-    return value
-
-
-def model_key(model: Any) -> tuple:
-    """Identify a model's traced computation: its class, its frozen ``config()`` and its
-    activation object (two custom activations with one name must not share a compiled function).
-    Models whose config cannot be frozen are keyed by the object itself."""
-    try:
-        return (type(model), _freeze(model.config()), getattr(model, "activation", None))
-    except Exception:  # noqa: BLE001 - any un-hashable or unimplemented config falls back to identity
-        pass
-    try:
-        hash(model)
-        return (type(model), "object", model)  # holds the model, so its id cannot be reused
-    except TypeError:
-        return (type(model), "id", id(model))
-
-
 def _framework_of(x: Any) -> str:
     return type(x).__module__.split(".")[0]
 
 
-class JaxBackend(Backend):
+class JaxBackend(JaxGram, Backend):
     """Backend on JAX (``jax.numpy``), on the CPU or a CUDA GPU ("cpu", "cuda", "cuda:N").
 
     **Process-wide settings.**  JAX configures precision per process, not per array:
@@ -105,9 +82,11 @@ class JaxBackend(Backend):
     name = "jax"
     framework = "jax"
     devices_allowed = ("cpu", "cuda")
+    autodiff = True
+    compiles = True
+    fixed_tile_shape = True
 
     def __init__(self, device: str | None = None, dtype: Any = "float64"):
-        self._jit_cache: OrderedDict[Any, Any] = OrderedDict()
         self._last: Callable[[], Any] | None = None
         super().__init__(device=device, dtype=dtype)
 
@@ -205,37 +184,24 @@ class JaxBackend(Backend):
     def zeros(self, shape: tuple[int, ...]) -> Any:
         return self.xp.zeros(shape, dtype=self._dtype, device=self._device)
 
-    def erf(self, z: Any) -> Any:
-        return self._erf(z)
+    def set_block(self, out: Any, i0: int, j0: int, tile: Any, mirror: bool = False) -> Any:
+        """``out`` with ``out[i0:, j0:] = tile`` (and with ``mirror`` the transposed tile at
+        ``out[j0:, i0:]``), by one jitted ``dynamic_update_slice`` into the donated ``out``: the
+        result is written in place and ``out`` must not be used afterwards."""
+        return self._update(out, tile, i0, j0, bool(mirror))
 
-    def relu(self, z: Any) -> Any:
-        return self.xp.maximum(z, 0.0)
+    def compile(self, fn: Any, static_argnums: tuple[int, ...] = ()) -> Any:
+        """``jax.jit(fn, static_argnums=...)``: one compiled XLA program per argument shapes."""
+        return self._jax.jit(fn, static_argnums=static_argnums)
 
-    def permute(self, x: Any, axes: tuple[int, ...]) -> Any:
-        return self.xp.transpose(x, axes)
+    def rows(self, X: Any, i0: Any, b: int) -> Any:
+        """X[i0:i0+b] for a traced start i0 (``lax.dynamic_slice_in_dim``: one executable for every start)."""
+        return rows_at(X, i0, b)
 
-    def gram(self, A: Any, B: Any | None = None) -> Any:
-        """A Bᵀ; for the symmetric A Aᵀ only the blocks on and above the diagonal are multiplied.
-
-        XLA has no symmetric rank-k update (BLAS syrk), so A Aᵀ would cost a full GEMM.  Split
-        A = [A₁; A₂]: A Aᵀ = [[A₁A₁ᵀ, A₁A₂ᵀ], [(A₁A₂ᵀ)ᵀ, A₂A₂ᵀ]], recursively on the diagonal
-        blocks while they have at least :data:`SYMMETRIC_MIN_ROWS` rows: 5/8 of the flops for
-        N = 4·SYMMETRIC_MIN_ROWS, tending to 1/2.  Shapes are static under jit, so the recursion
-        unrolls at trace time into plain GEMMs.
-        """
-        if B is not None:
-            return A @ B.T
-        return _symmetric_gram(self.xp, A)
-
-    def set_block(self, out: Any, rows: slice, cols: slice, value: Any) -> Any:
-        """A copy of ``out`` with ``out[rows, cols] = value`` (functional: ``out`` is unchanged)."""
-        return out.at[rows, cols].set(value)
-
-    def compile(self, fn: Any) -> Any:
-        """``jax.jit(fn)``: gradient-flow evaluations run as one compiled XLA program."""
-        import jax
-
-        return jax.jit(fn)
+    def blas_info(self) -> dict[str, Any]:
+        """XLA's own GEMMs: Eigen (XLA:CPU) on the CPU, cuBLAS on a GPU."""
+        library = "Eigen (XLA:CPU)" if self.device_kind == "cpu" else "cuBLAS (XLA:GPU)"
+        return {"path": "xla-dot", "library": f"{library}, jax {self._jax.__version__}"}
 
     def sync(self, x: Any = None) -> Any:
         """Block until ``x`` (any pytree of arrays) — or, without it, the last kernel this backend
@@ -263,65 +229,12 @@ class JaxBackend(Backend):
                 stats = {}
             limit = stats.get("bytes_limit")
             if limit:
-                return int(MEMORY_FRACTION * max(0, limit - stats.get("bytes_in_use", 0)))
+                return int(tuning.MEMORY_FRACTION * max(0, limit - stats.get("bytes_in_use", 0)))
         return super().memory_budget()
-
-    # -- compiled-function cache -----------------------------------------------------------
-    def cached(self, key: Any, build: Callable[[], Any]) -> Any:
-        """The compiled function(s) stored under ``key``, built by ``build()`` on first use.
-
-        ``jax.jit`` keeps one executable per argument shape/dtype/structure inside each jitted
-        function, so one entry here serves every (shapes, symmetric) combination of a key.
-        """
-        cache = self._jit_cache
-        if key in cache:
-            cache.move_to_end(key)
-            return cache[key]
-        value = build()
-        cache[key] = value
-        while len(cache) > JIT_CACHE_SIZE:
-            cache.popitem(last=False)
-        return value
 
     def params_on_device(self, params: Any, name: str = "params") -> Any:
         """Every leaf of the pytree ``params`` through :meth:`asarray` (moved, cast, or refused)."""
         return self._jax.tree_util.tree_map(lambda a: self.asarray(a, name=f"a leaf of {name}"), params)
-
-    # -- hot path --------------------------------------------------------------------------
-    def jacobian_gram(self, model: Any, params: dict, X1: Any, X2: Any | None = None, *,
-                      block_size: int | str | None = None, trace: bool = False) -> Any:
-        """The empirical NTK of a structured model, H = Σ scale·(L₁L₂ᵀ) ⊙ (R₁R₂ᵀ), jitted.
-
-        Same contract as :meth:`ntkframe.core.backend.Backend.jacobian_gram`: X1 (N1, d), X2 (N2, d) or
-        None (symmetric H(X1, X1)); result (N1, N2) for one output or ``trace=True``, else
-        (N1, N2, k, k), a jax array on this backend's device.
-
-        Without blocking, factors and contraction are one compiled function of (params, X1, X2).
-        With ``block_size=b`` the result is filled in b × b tiles: the factors of a row block are
-        computed once (one compiled call), each tile's column factors and contraction are another,
-        and tiles are written in place (a donated buffer), so only the factors of 2b inputs and
-        one tile are alive besides the result.  Compiled functions are cached per (model config,
-        trace); JAX caches their executables per (shapes, symmetric).
-        """
-        X1 = model.check_inputs(self, X1, "X1")
-        symmetric = X2 is None
-        X2c = X1 if symmetric else model.check_inputs(self, X2, "X2")
-        params = self.params_on_device(params)
-        n1, n2 = X1.shape[0], X2c.shape[0]
-        k = 1 if trace else model.outputs
-        b = self.resolve_block_size(model, block_size, n1, n2, k)
-        fns = self.cached(("structured", model_key(model), bool(trace)),
-                          lambda: _structured_functions(self, model, bool(trace)))
-        if b is None or (b >= n1 and b >= n2):
-            H = fns["whole"](params, X1, None if symmetric else X2c)
-        else:
-            H = self.fill_tiles(
-                n1, n2, b, symmetric, k,
-                row=lambda i0, bi: fns["factors"](params, X1, i0, bi),
-                tile=lambda Fi, j0, bj: fns["tile"](Fi, params, X2c, j0, bj),
-                diag=lambda Fi: fns["combine"](Fi, None),
-            )
-        return self._remember(H)
 
     def generic_jacobian_gram(self, model: Any, params: Any, X1: Any, X2: Any | None = None, *,
                               implementation: str = "auto", block_size: int | str | None = None,
@@ -349,67 +262,18 @@ class JaxBackend(Backend):
           when k·P exceeds [FP]: many outputs with the full (N1, N2, k, k) kernel of a dense net.
         - ``"structured"``: the model's Jacobian factors (:meth:`jacobian_gram`); ntkframe
           models only, and always the fastest for them.
-        - ``"auto"``: ``"structured"`` for a structured ntkframe model; otherwise both generic
-          algorithms are lowered for the (tile) shapes and XLA's cost analysis picks the one with
-          fewer flops (ties: ``"jacobian_contraction"``).
+        - ``"auto"``: ``"structured"`` for a structured ntkframe model; otherwise the generic
+          algorithm with fewer estimated flops among those whose memory fits (the cost model of
+          :mod:`ntkframe.core.autodiff`, the same on every autodiff backend; F from XLA's cost analysis).
 
         ``block_size=b`` computes b × b tiles, so only the Jacobians (or tangents) of 2b inputs
         are alive at once; ``"auto"`` picks b from :meth:`memory_budget`.  Every piece is jitted
         and cached per (function, trace); a new lambda each call means a new compilation.
         """
-        from .generic import generic_jacobian_gram
+        from .autodiff import generic_jacobian_gram
 
         return generic_jacobian_gram(self, model, params, X1, X2, implementation=implementation,
                                      block_size=block_size, trace=trace)
-
-    def fill_tiles(self, n1: int, n2: int, b: int, symmetric: bool, k: int, *,
-                   row: Callable[[int, int], Any], tile: Callable[[Any, int, int], Any],
-                   diag: Callable[[Any], Any]) -> Any:
-        """Assemble an (N1, N2) or (N1, N2, k, k) kernel from tiles of bi × bj = min(b, N1) × min(b, N2).
-
-        ``row(i0, bi)`` prepares what rows i0:i0+bi need (their factors or Jacobians, kept for
-        the whole row of tiles); ``tile(R, j0, bj)`` is the tile against columns j0:j0+bj;
-        ``diag(R)`` the symmetric diagonal tile.  All tiles have one shape, so each compiled
-        piece compiles once: the last block of an axis starts at N − b and overlaps the one
-        before (:func:`block_starts`), rewriting a few entries with the same values.  With
-        ``symmetric`` only tiles j ≥ i are computed and each is also written mirrored (transposed;
-        output axes swapped for k > 1).  Tiles go into a donated buffer: the result is never copied.
-        """
-        shape = (n1, n2) if k == 1 else (n1, n2, k, k)
-        bi, bj = min(b, n1), min(b, n2)
-        out = self.zeros(shape)
-        for i0 in block_starts(n1, bi):
-            R = row(i0, bi)
-            for j0 in block_starts(n2, bj):
-                if symmetric and j0 < i0:
-                    continue
-                T = diag(R) if symmetric and j0 == i0 else tile(R, j0, bj)
-                out = self._update(out, T, i0, j0, symmetric)
-        return out
-
-
-#: diagonal blocks of a symmetric Gram with fewer rows are multiplied in full (GEMM efficiency)
-SYMMETRIC_MIN_ROWS = 256
-
-
-def _symmetric_gram(jnp: Any, A: Any) -> Any:
-    n = A.shape[0]
-    if n < 2 * SYMMETRIC_MIN_ROWS:
-        return A @ A.T
-    h = (n // 2) // 8 * 8 or n // 2  # a multiple of 8 keeps GEMM tiles aligned
-    A1, A2 = A[:h], A[h:]
-    G12 = A1 @ A2.T
-    return jnp.concatenate([jnp.concatenate([_symmetric_gram(jnp, A1), G12], axis=1),
-                            jnp.concatenate([G12.T, _symmetric_gram(jnp, A2)], axis=1)], axis=0)
-
-
-def block_starts(n: int, b: int) -> list[int]:
-    """Starts of blocks of b ≤ n rows covering 0..n−1: 0, b, 2b, ..., and n − b last."""
-    starts = list(range(0, n - b + 1, b))
-    if starts[-1] + b < n:
-        starts.append(n - b)
-    return starts
-
 
 def rows_at(X: Any, i0: Any, b: int) -> Any:
     """X[i0:i0+b] for a traced start i0 (one compiled tile for every position)."""
@@ -429,39 +293,6 @@ def _update_tile(out: Any, tile: Any, i0: Any, j0: Any, mirror: bool) -> Any:
         axes = (1, 0) if tile.ndim == 2 else (1, 0, 3, 2)
         out = lax.dynamic_update_slice(out, tile.transpose(axes), (j0, i0) + zeros)
     return out
-
-
-def _structured_functions(be: JaxBackend, model: Any, trace: bool) -> dict[str, Any]:
-    """The jitted pieces of the structured hot path for one model and ``trace``.
-
-    whole(params, X1, X2|None): factors of both sides and their contraction, one executable;
-    factors(params, X, i0, b): the GramBlocks of rows i0:i0+b of X; tile(F1, params, X2, j0, b):
-    precomputed row factors against the factors of rows j0:j0+b of X2; combine(F1, None): a
-    symmetric tile.  Start indices are traced, block sizes static: one executable per tile shape.
-    """
-    jax = be._jax
-    k = model.outputs
-
-    def factors(params: dict, X: Any) -> list:
-        return model.jacobian_factors(params, X, be, trace=trace)
-
-    def whole(params: dict, X1: Any, X2: Any | None) -> Any:
-        F1 = factors(params, X1)
-        F2 = None if X2 is None else factors(params, X2)
-        return combine_blocks(be, F1, F2, k, trace)
-
-    def row(params: dict, X: Any, i0: Any, b: int) -> list:
-        return factors(params, rows_at(X, i0, b))
-
-    def tile(F1: list, params: dict, X2: Any, j0: Any, b: int) -> Any:
-        return combine_blocks(be, F1, factors(params, rows_at(X2, j0, b)), k, trace)
-
-    return {
-        "whole": jax.jit(whole),
-        "factors": jax.jit(row, static_argnums=3),
-        "tile": jax.jit(tile, static_argnums=4),
-        "combine": jax.jit(lambda F1, F2: combine_blocks(be, F1, F2, k, trace)),
-    }
 
 
 def _gpu_devices(jax: Any) -> list:

@@ -2,8 +2,10 @@
 of any torch model (``nn.Module`` or pure function) through ``torch.func``.
 
 Importing this package does not import torch: the framework loads when a backend is built
-(``nf.get_backend("torch", device="cuda:0", dtype="float32")``).  See :mod:`.backend` for devices,
-dtypes and array conversion, and :mod:`.generic` for the generic autodiff Jacobian-Gram.
+(``nf.get_backend("torch", device="cuda:0", dtype="float32")``).  The package follows the backend
+contract (docs/backends.md): :mod:`.backend` (devices, dtypes, arrays, memory, sync),
+:mod:`.gram` (the hot path: activation pass and GEMMs), :mod:`.autodiff` (the generic autodiff
+Jacobian-Gram); and one extension, :mod:`.layers` (structured per-layer Grams of ``nn.Module`` s).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The torch backend: devices, dtypes, array conversion and the GEMM kernels of the hot path.
+"""The torch backend: devices, dtypes, array conversion, memory budget, sync; the hot path is in :mod:`.gram`.
 
 torch is imported when a :class:`TorchBackend` is built (``_load``), never when the plugin is
 imported or listed.  Devices are ``"cpu"``, ``"cuda"`` (= ``"cuda:0"``) and ``"cuda:N"``.
@@ -12,56 +12,35 @@ back must set the flags again after building the backend.
 
 from __future__ import annotations
 
-import math
-from concurrent.futures import ThreadPoolExecutor
+import re
 from typing import Any
 
 import numpy as np
 
-from ntkframe.core.backend import MEMORY_FRACTION, Backend, available_memory_bytes, framework_availability
+from ntkframe.core import tuning
+from ntkframe.core.backend import Backend
+from ntkframe.core.host import available_memory_bytes, framework_availability
 from ntkframe.errors import BackendUnavailableError
+
+from .gram import TorchGram
 
 #: arrays of these frameworks are refused by ``asarray`` (no silent copies between frameworks)
 FOREIGN_FRAMEWORKS = ("jax", "jaxlib", "cupy", "tensorflow", "mxnet", "paddle")
-#: symmetric Grams A Aᵀ with at least this many rows use the triangular tiling (see ``gram``)
-SYMMETRIC_TILE_MIN_ROWS = 1024
-#: on the CPU, ``map_rows`` runs elementwise chains on flat chunks of this many elements (below
-#: torch's parallel grain size of 32768, so the ops of a chunk do not open OpenMP regions)
-MAP_CHUNK = 1 << 14
-
-_pools: dict[int, ThreadPoolExecutor] = {}
-
-
-def _get_pool(nthreads: int) -> ThreadPoolExecutor:
-    """The thread pool of ``map_rows``, one per thread count (torch's may change at run time)."""
-    if nthreads not in _pools:
-        _pools[nthreads] = ThreadPoolExecutor(max_workers=nthreads, thread_name_prefix="ntkframe-torch")
-    return _pools[nthreads]
-
-
-def _fits_in_place(torch: Any, x: Any, y: Any) -> bool:
-    if not isinstance(x, torch.Tensor) or x.requires_grad:
-        return False
-    if isinstance(y, (int, float)):
-        return True
-    return (isinstance(y, torch.Tensor) and y.device == x.device
-            and torch.broadcast_shapes(x.shape, y.shape) == x.shape
-            and torch.result_type(x, y) == x.dtype)
-
-
-class TorchBackend(Backend):
+class TorchBackend(TorchGram, Backend):
     """Backend on torch tensors, CPU or CUDA, float32 (TF32 off) or float64.
 
     ``xp`` is the ``torch`` module itself: the models' array code (``xp.exp``, ``xp.where``,
     ``X @ W.T``...) runs unchanged on tensors.  The structured hot path
-    :meth:`~ntkframe.core.backend.Backend.jacobian_gram` is the base class's, on this backend's GEMMs,
-    with no Python loop over samples; :meth:`generic_jacobian_gram` adds the NTK of any torch
-    model by automatic differentiation (``torch.func``).
+    :meth:`~ntkframe.core.backend.Backend.jacobian_gram` is the base class's, on this backend's
+    kernels (:class:`~ntkframe_torch.gram.TorchGram`), with no Python loop over samples;
+    :meth:`generic_jacobian_gram` adds the NTK of any torch model by automatic differentiation
+    (``torch.func``, :mod:`ntkframe_torch.autodiff`).
     """
 
     name = "torch"
     framework = "torch"
     devices_allowed = ("cpu", "cuda")
+    autodiff = True
 
     # -- identity and devices --------------------------------------------------------------
     @classmethod
@@ -148,103 +127,37 @@ class TorchBackend(Backend):
     def zeros(self, shape: tuple[int, ...]) -> Any:
         return self.xp.zeros(tuple(shape), dtype=self.torch_dtype, device=self.torch_device)
 
-    def sync(self) -> None:
-        """Wait for queued CUDA work (no-op on the CPU); call before reading a timer."""
+    @property
+    def device_object(self) -> Any:
+        """The ``torch.device`` this backend computes on."""
+        return self.torch_device
+
+    def sync(self, x: Any = None) -> Any:
+        """Wait for queued CUDA work (no-op on the CPU); call before reading a timer.  Returns ``x``."""
         if self.device_kind == "cuda":
             self.xp.cuda.synchronize(self.torch_device)
+        return x
 
     def memory_budget(self) -> int:
-        """``MEMORY_FRACTION`` of the free device memory (``torch.cuda.mem_get_info``), or of free host memory."""
+        """``tuning.MEMORY_FRACTION`` of the free device memory (``torch.cuda.mem_get_info``), or of free host memory."""
         if self.device_kind == "cuda":
             free, _total = self.xp.cuda.mem_get_info(self.torch_device)
-            return int(MEMORY_FRACTION * free)
-        return int(MEMORY_FRACTION * available_memory_bytes())
+            return int(tuning.MEMORY_FRACTION * free)
+        return int(tuning.MEMORY_FRACTION * available_memory_bytes())
 
-    # -- elementwise -----------------------------------------------------------------------
-    def erf(self, z: Any) -> Any:
-        return self.xp.special.erf(z)
-
-    def relu(self, z: Any) -> Any:
-        return self.xp.clamp_min(z, 0)
-
-    def map_rows(self, fn: Any, z: Any, n_out: int) -> tuple[Any, ...]:
-        """Apply the elementwise ``fn(z) -> tuple`` of ``n_out`` arrays; on the CPU in small chunks.
-
-        An activation and its derivative are a chain of ~10 elementwise torch ops, each a full
-        pass over the N × m pre-activations.  On the CPU the chain runs on flat chunks of
-        ``MAP_CHUNK`` elements: below torch's parallel grain size, so each op runs on its calling
-        thread and the chunk stays in cache between ops, and the chunks are spread over a pool of
-        ``torch.get_num_threads()`` threads (torch releases the GIL inside ops).  Measured at
-        N=2048, m=8192 (softplus, float64, 2 cores shared with other jobs): 0.45 s against 2.5 s
-        for whole-array ops, and against 0.9 s for 64K-element chunks whose ops still open
-        OpenMP regions (which stall when the cores are oversubscribed).  The loop is over chunks of
-        a fixed size, not over samples.  On CUDA, for small or non-contiguous arrays, and for
-        tensors inside ``torch.func`` transforms or autograd, ``fn`` runs on the whole array.
-        """
+    def blas_info(self) -> dict[str, Any]:
+        """torch's own GEMM library: cuBLAS on CUDA; on the CPU MKL, or the BLAS named in ``torch.__config__.show()``."""
         torch = self.xp
-        if (z.device.type != "cpu" or z.numel() < 8 * MAP_CHUNK or not z.is_contiguous() or z.requires_grad
-                or torch._C._functorch.is_functorch_wrapped_tensor(z)):
-            out = fn(z)
-            return out if isinstance(out, tuple) else (out,)
-        flat = z.reshape(-1)
-        n = flat.shape[0]
-        first = fn(flat[:MAP_CHUNK])
-        first = first if isinstance(first, tuple) else (first,)
-        outs = tuple(torch.empty(n, dtype=r.dtype, device=r.device) for r in first)
-        for o, r in zip(outs, first):
-            o[:MAP_CHUNK] = r
-
-        def work(i: int) -> None:
-            res = fn(flat[i:i + MAP_CHUNK])
-            for o, r in zip(outs, res if isinstance(res, tuple) else (res,)):
-                o[i:i + MAP_CHUNK] = r
-
-        starts = range(MAP_CHUNK, n, MAP_CHUNK)
-        nthreads = torch.get_num_threads()
-        if nthreads > 1:
-            list(_get_pool(nthreads).map(work, starts))
+        if self.device_kind == "cuda":
+            return {"path": "torch-matmul", "library": f"cuBLAS (CUDA {torch.version.cuda})"}
+        shown = torch.__config__.show()
+        if torch.backends.mkl.is_available():
+            found = re.search(r"Math Kernel Library Version ([\w.]+)", shown)
+            library = "MKL" + (f" {found.group(1)}" if found else "")
         else:
-            for i in starts:
-                work(i)
-        return tuple(o.reshape(z.shape) for o in outs)
-
-    def permute(self, x: Any, axes: tuple[int, ...]) -> Any:
-        return x.permute(*axes)
-
-    # -- GEMMs -----------------------------------------------------------------------------
-    def gram(self, A: Any, B: Any | None = None) -> Any:
-        """A Bᵀ; the symmetric A Aᵀ (``B=None``) by triangular tiles on the CPU.
-
-        torch has no symmetric rank-k GEMM (``A @ A.T`` is a full GEMM), so on the CPU, for N ≥
-        ``SYMMETRIC_TILE_MIN_ROWS`` rows, A is cut into T ≈ 8 row panels A_i and only the panels of
-        the upper triangle, A_i [A_i; A_{i+1}; ...]ᵀ, are multiplied; the strictly lower part is
-        mirrored.  That is (T+1)/(2T) ≈ 56% of the flops (measured with asv_bench/measure_torch.py:
-        about 1.5-2x faster than ``A @ A.T`` at N=2048, m=8192 on a 2-core CPU; slower below
-        ~1000 rows, hence the threshold).  The result is symmetric to rounding, not bitwise.  On
-        CUDA the plain ``A @ A.T`` is kept until the tiling is measured there.
-        """
-        if B is not None:
-            return A @ B.T
-        n = A.shape[0]
-        if A.ndim != 2 or n < SYMMETRIC_TILE_MIN_ROWS or A.device.type != "cpu":
-            return A @ A.T
-        t = max(256, math.ceil(n / 8))
-        out = self.xp.empty((n, n), dtype=A.dtype, device=A.device)
-        for i in range(0, n, t):
-            e = min(i + t, n)
-            panel = A[i:e] @ A[i:].T  # rows i:e, columns i:n
-            out[i:e, i:] = panel
-            if e < n:
-                out[e:, i:e] = panel[:, e - i:].T
-        return out
-
-    def mul_into(self, x: Any, y: Any) -> Any:
-        """x ⊙ y written into x (``mul_``) when y broadcasts to x without changing its dtype:
-        no second N × N buffer on the hot path (on CUDA: less peak device memory)."""
-        return x.mul_(y) if _fits_in_place(self.xp, x, y) else x * y
-
-    def add_into(self, x: Any, y: Any) -> Any:
-        return x.add_(y) if _fits_in_place(self.xp, x, y) else x + y
+            found = re.search(r"BLAS_INFO=([\w.-]+)", shown)
+            library = found.group(1) if found else "unknown"
+        return {"path": "torch-matmul", "library": library}
 
     # -- generic autodiff path -------------------------------------------------------------
     def generic_jacobian_gram(self, model: Any, params: Any, X1: Any, X2: Any | None = None, *,
@@ -265,13 +178,13 @@ class TorchBackend(Backend):
         * ``"ntk_vector_products"``: H e = J1 (J2ᵀ e) per identity column by a VJP then a JVP, the
           columns vmapped in chunks.  No N·P Jacobian: it trades memory for compute (N1·N2·k
           forward-mode passes of one sample).
-        * ``"auto"``: jacobian_contraction when the Jacobians of the rows alive at once fit in
-          :meth:`memory_budget`, else ntk_vector_products.
+        * ``"auto"``: the one with fewer estimated flops among those whose memory fits
+          (:mod:`ntkframe.core.autodiff`, the same rule on every autodiff backend).
         * ``"structured"``: an ntkframe Model's factors — best by far for TwoLayerNet and MLP.
 
-        Details: :func:`ntkframe_torch.generic.generic_jacobian_gram`.
+        Details: :func:`ntkframe_torch.autodiff.generic_jacobian_gram`.
         """
-        from .generic import generic_jacobian_gram
+        from .autodiff import generic_jacobian_gram
 
         return generic_jacobian_gram(self, model, params, X1, X2, implementation=implementation,
                                      block_size=block_size, trace=trace)

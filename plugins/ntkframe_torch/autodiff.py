@@ -23,10 +23,8 @@ and two algorithms compute it (Novak et al. 2022, "Fast finite width neural tang
     memory: use it when b·k·P numbers do not fit, or when a forward pass costs about P flops per
     sample and k is large (it avoids the k² of the contraction).
 ``"auto"``
-    ``"jacobian_contraction"`` when the Jacobians (and per-sample activations) of the rows alive
-    at once fit in :meth:`~ntkframe.core.backend.Backend.memory_budget` — all N1 + N2 rows without
-    ``block_size``, 2b with ``block_size=b``, and with ``block_size="auto"`` when a tile of at least
-    min(N, 32) rows fits — and ``"ntk_vector_products"`` otherwise.
+    the one with fewer estimated flops among those whose memory fits — the cost model of
+    :mod:`ntkframe.core.autodiff`, the same on every autodiff backend.
 ``"structured"``
     an ntkframe model's factors (:meth:`~ntkframe.core.backend.Backend.jacobian_gram`): for TwoLayerNet
     and MLP it beats both by far (GEMMs on N × m factors, never the N × P Jacobian).
@@ -44,8 +42,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, Callable
 
-#: with block_size="auto", jacobian_contraction needs tiles of at least this many rows (else NVP)
-MIN_AUTO_TILE = 32
+from ntkframe.core.autodiff import Problem, generic_gram, structured_or_none
 
 
 class _TransformSafeTorch:
@@ -78,6 +75,7 @@ class _Problem:
     k: int
     n_params: int
     act_bytes: int  # bytes saved for backward per sample (estimate of activation memory)
+    forward_flops: float = 0.0  # GEMM/convolution flops of one sample's forward pass (0: unknown)
 
     def single(self, p: dict, x: Any) -> Any:
         """f on one sample x (no batch axis) as a (k,) vector."""
@@ -112,52 +110,23 @@ def generic_jacobian_gram(be: Any, model: Any, params: Any, X1: Any, X2: Any | N
     tiles so that only 2b samples' Jacobians (or tangents) are alive at once; ``"auto"`` picks b
     from the backend's memory budget.  ``implementation`` is one of ``"auto"``,
     ``"jacobian_contraction"``, ``"ntk_vector_products"``, ``"structured"``; the module docstring
-    (:mod:`ntkframe_torch.generic`) says when each wins.
+    (:mod:`ntkframe_torch.autodiff`) says when each wins.
     """
-    from ntkframe.core.kernels import IMPLEMENTATIONS
-    from ntkframe.core.models import Model
-
-    if implementation not in IMPLEMENTATIONS:
-        raise ValueError(f"unknown implementation {implementation!r}; allowed: {', '.join(IMPLEMENTATIONS)}")
-    if not isinstance(trace, bool):
-        raise TypeError(f"trace must be True or False; got {trace!r}")
-    if implementation == "structured":
-        if isinstance(model, Model) and model.structured:
-            return be.jacobian_gram(model, params, X1, X2, block_size=block_size, trace=trace)
-        raise ValueError(
-            f"implementation='structured' needs an ntkframe Model with Jacobian factors; got {type(model).__name__}; "
-            f"allowed for it: {', '.join(i for i in IMPLEMENTATIONS if i != 'structured')}"
-        )
+    done = structured_or_none(be, model, params, X1, X2, implementation=implementation, block_size=block_size,
+                              trace=trace)
+    if done is not None:
+        return done
     prob, X1, X2 = _prepare(be, model, params, X1, X2)
-    symmetric = X2 is None
-    n1 = X1.shape[0]
-    n2 = n1 if symmetric else X2.shape[0]
-    kk = 1 if (trace or prob.k == 1) else prob.k
-    b = _block(be, prob, block_size, n1, n2, kk, implementation)
-    if implementation == "auto":
-        implementation = _choose(be, prob, n1, n2, symmetric, b, block_size)
-    if implementation == "jacobian_contraction":
-        row, tile = _jacobian_contraction(be, prob, trace)
-    else:
-        row, tile = _ntk_vector_products(be, prob, trace)
+    sizes = Problem(prob.k, prob.n_params, prob.forward_flops, prob.act_bytes)
 
-    if b is None or (b >= n1 and b >= n2):
-        R1 = row(X1)
-        return tile(R1, None if symmetric else row(X2)).contiguous()
-    out = be.zeros((n1, n2) if kk == 1 else (n1, n2, kk, kk))
-    X2c = X1 if symmetric else X2
-    for i0 in range(0, n1, b):
-        ri = slice(i0, min(i0 + b, n1))
-        Ri = row(X1[ri])
-        for j0 in range(0, n2, b):
-            if symmetric and j0 < i0:
-                continue
-            rj = slice(j0, min(j0 + b, n2))
-            T = tile(Ri, None) if (symmetric and j0 == i0) else tile(Ri, row(X2c[rj]))
-            out[ri, rj] = T
-            if symmetric and j0 != i0:
-                out[rj, ri] = T.transpose(0, 1) if kk == 1 else T.permute(1, 0, 3, 2)
-    return out
+    def pieces(impl: str) -> dict[str, Any]:
+        make = _jacobian_contraction if impl == "jacobian_contraction" else _ntk_vector_products
+        row, tile = make(be, prob, trace)
+        return {"rows": lambda X, i0, b: row(X[i0:i0 + b]), "tile": tile}
+
+    H = generic_gram(be, sizes, X1, X2, implementation=implementation, block_size=block_size, trace=trace,
+                     pieces=pieces)
+    return H.contiguous()
 
 
 # -- the model as a function ---------------------------------------------------------------------
@@ -200,6 +169,7 @@ def _prepare(be: Any, model: Any, params: Any, X1: Any, X2: Any | None) -> tuple
     n_params = sum(v.numel() for v in diff.values())
     prob = _Problem(f, diff, k, n_params, 0)
     prob.act_bytes = _activation_bytes(torch, prob, X1)
+    prob.forward_flops = _forward_flops(prob, X1)
     return prob, X1, X2
 
 
@@ -308,42 +278,16 @@ def _activation_bytes(torch: Any, prob: _Problem, X: Any) -> int:
     return max(0, (saved(r) - one) // (r - 1)) or one
 
 
-# -- choices: implementation and tiles ------------------------------------------------------------
+def _forward_flops(prob: _Problem, X: Any) -> float:
+    """GEMM and convolution flops of one sample's forward pass (torch's FlopCounterMode), 0 if unknown."""
+    try:
+        from torch.utils.flop_counter import FlopCounterMode
 
-def _jc_bytes_per_row(be: Any, prob: _Problem) -> int:
-    """Memory of one sample in jacobian_contraction: its k×P Jacobian (twice: jacrev's result and a
-    reshape/GEMM operand) and its activations."""
-    return 2 * prob.k * prob.n_params * be.itemsize + prob.act_bytes
-
-
-class _RowCost:
-    """What :meth:`Backend.resolve_block_size` asks of a model: the bytes one row of a tile costs."""
-
-    def __init__(self, nbytes: int):
-        self.nbytes = nbytes
-
-    def factor_bytes_per_row(self, itemsize: int, k: int) -> int:
-        return self.nbytes
-
-
-def _block(be: Any, prob: _Problem, block_size: Any, n1: int, n2: int, kk: int, implementation: str) -> int | None:
-    """The tile size b (None: one tile), ``"auto"`` sized from the memory budget as the structured
-    path does: per row, jacobian_contraction holds a Jacobian row, ntk_vector_products the
-    forward-mode activations of one column's JVP."""
-    if implementation == "ntk_vector_products":
-        per_row = 2 * prob.act_bytes
-    else:
-        per_row = _jc_bytes_per_row(be, prob)
-    return be.resolve_block_size(_RowCost(per_row), block_size, n1, n2, kk)
-
-
-def _choose(be: Any, prob: _Problem, n1: int, n2: int, symmetric: bool, b: int | None, block_size: Any) -> str:
-    """The ``"auto"`` rule: jacobian_contraction when the Jacobians of the rows alive at once fit."""
-    if block_size == "auto" and b is not None and b < min(n1, n2, MIN_AUTO_TILE):
-        return "ntk_vector_products"
-    rows = (n1 if symmetric else n1 + n2) if b is None else min(2 * b, n1 + n2)
-    fits = rows * _jc_bytes_per_row(be, prob) <= be.memory_budget()
-    return "jacobian_contraction" if fits else "ntk_vector_products"
+        with FlopCounterMode(display=False) as counter:
+            prob.batch(prob.params, X[:1])
+        return float(counter.get_total_flops())
+    except Exception:  # noqa: BLE001 - an estimate only: the cost model falls back to 2P
+        return 0.0
 
 
 # -- the two algorithms ----------------------------------------------------------------------------

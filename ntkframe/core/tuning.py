@@ -1,0 +1,81 @@
+"""Every performance knob of ntkframe in one place, each with the measurement that chose it.
+
+Modules read these at call time (``tuning.NAME``), so a benchmark or a test can change one with
+``monkeypatch.setattr(ntkframe.core.tuning, "NAME", value)`` and see the effect everywhere.  None
+of them changes a result beyond rounding; they trade memory, threads and GEMM shapes for time.
+Measurements were taken on the 2-core CI machine (shared with other jobs) unless said otherwise;
+``asv_bench/measure_torch.py``, ``asv_bench/measure_jax.py`` and ``scripts/measure_floor.py``
+reproduce them.
+"""
+
+from __future__ import annotations
+
+# -- memory budget and tiles (every backend: ntkframe.core.tiles) ---------------------------------
+
+#: fraction of free host or device memory that ``block_size="auto"`` and out-of-core tiles may use;
+#: half leaves room for the framework's own workspace (cuBLAS, XLA buffers, NumPy temporaries) and
+#: for other processes (a chosen margin, not a measured optimum)
+MEMORY_FRACTION = 0.5
+#: b × b temporaries alive while one tile is contracted and written (Gram factors, products, the
+#: sum, the host copy): a tile of b rows costs 2·b·(bytes per row) + TILE_TEMPORARIES·k²·b²·itemsize
+#: (counted on the NumPy path: L Lᵀ, R Rᵀ, the band buffer, the running sum, the tile's host copy
+#: and its mirrored write; the torch and JAX paths hold fewer)
+TILE_TEMPORARIES = 6
+
+# -- NumPy backend (plugins/ntkframe_numpy) -------------------------------------------------------
+
+#: which path contracts the NumPy Gram: "ctypes" (syrk/gemm with β = 1 straight into NumPy's own
+#: BLAS: 0.85-0.90 of the GEMM floor, against ~0.6 for ``A @ A.T`` per product, at N=1024-2048,
+#: m=4096-8192) or "numpy" (NumPy's ``@`` only: the portable reference).  The default; the
+#: environment variable NTKFRAME_NUMPY_BLAS and the backend option ``blas=`` override it.
+NUMPY_BLAS = "ctypes"
+NUMPY_BLAS_CHOICES = ("ctypes", "numpy")
+#: arrays smaller than this run their elementwise work on the calling thread (below ~1M elements
+#: the hand-off costs more than it saves, and competes with OpenBLAS threads still spinning)
+THREAD_MIN_ELEMENTS = 1 << 20
+#: elements per chunk of the fused elementwise kernels: five arrays of 512 KiB (float64) sit in a
+#: 1-2 MiB L2, and 2048 rows × 11 ufunc calls of per-call overhead (under the GIL) are avoided;
+#: measured at N × m = 2048 × 8192 on 2 threads: 8192 → 0.07-0.10 s, 65536 → 0.046 s
+FUSED_CHUNK_ELEMENTS = 1 << 16
+#: elements per chunk of the generic (non-fused) elementwise passes: ~256 KiB of float64 keeps each
+#: pass of an activation's chain in cache
+MAP_ROWS_CHUNK_ELEMENTS = 1 << 15
+#: rows per band when the lower triangle of a syrk result is mirrored (a 128-row band of a 2048²
+#: float64 matrix is 2 MiB, about one L2 per thread: chosen by that size, not tuned further)
+MIRROR_BAND_ROWS = 128
+#: rows per band of the R Rᵀ Hadamard product (one small GEMM into a reused buffer: a fresh N × N
+#: product costs more in page faults than its flops; part of the change measured at 0.85-0.90 of
+#: the GEMM floor, the band size itself not tuned separately)
+HADAMARD_BAND_ROWS = 256
+
+# -- torch backend (plugins/ntkframe_torch) -------------------------------------------------------
+
+#: symmetric Grams A Aᵀ with at least this many rows use the triangular panel tiling on the CPU:
+#: about 1.5-2x faster than ``A @ A.T`` at N=2048, m=8192 on 2 cores (asv_bench/measure_torch.py),
+#: slower below ~1000 rows
+SYMMETRIC_TILE_MIN_ROWS = 1024
+#: number of row panels of that tiling ((T+1)/(2T) of the flops: 56 % for T = 8), and the smallest panel
+SYMMETRIC_PANELS = 8
+SYMMETRIC_PANEL_MIN_ROWS = 256
+#: on the CPU, ``map_rows`` runs elementwise chains on flat chunks of this many elements (below
+#: torch's parallel grain size of 32768, so the ops of a chunk do not open OpenMP regions); measured
+#: at N=2048, m=8192 (softplus, float64): 0.45 s against 2.5 s for whole-array ops and 0.9 s for
+#: 64K-element chunks
+MAP_CHUNK = 1 << 14
+
+# -- JAX backend (plugins/ntkframe_jax) -----------------------------------------------------------
+
+#: diagonal blocks of a symmetric Gram with fewer rows are multiplied in full (XLA has no syrk;
+#: halving pays only while each half keeps the GEMM efficient: 5/8 of the flops at N = 4·256;
+#: asv_bench/measure_jax.py times the recursion against a full GEMM)
+SYMMETRIC_MIN_ROWS = 256
+#: compiled functions one backend keeps (least recently used dropped first; a chosen bound on
+#: memory, not a measured optimum); a sweep reuses one backend per worker, so its tasks share them
+JIT_CACHE_SIZE = 64
+
+# -- generic autodiff paths (torch and JAX) -------------------------------------------------------
+
+#: with ``block_size="auto"``, a tile of fewer rows than this (or than N) makes ``implementation="auto"``
+#: take ntk_vector_products: per-sample Jacobians of a few rows per tile leave the contraction's GEMMs
+#: too small to pay for the Jacobians' memory traffic (a chosen threshold, carried over from the torch path)
+MIN_AUTO_TILE = 32
