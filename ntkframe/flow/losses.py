@@ -59,7 +59,7 @@ class Loss:
 
     ``value(f, y)`` = (1/N) Σ_i ℓ(f_i, y_i) (a 0-d array on f's device), ``grad(f, y)`` = ∂ℓ/∂f
     per sample (the shape of f: (N,) or (N, k)).  ``quadratic`` is True when ℓ is quadratic in f
-    (then the linearised dynamics are solved exactly by :class:`~ntkframe.flow.integrators.KernelFlow`).
+    (then the linearised dynamics are solved exactly by :class:`~ntkframe.flow.linearised.KernelFlow`).
     ``curvature`` bounds the largest eigenvalue of ∂²ℓ/∂f² (1 for MSE): the linearised flow's
     fastest rate is curvature · λ_max(H)/N, which sets the stable step of explicit integrators.
     """
