@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Time the structured empirical NTK of torch modules against the torch.func recipes, in one process.
 
-    python asv_bench/measure_torch_modules.py [--quick] [--out FILE.md] [--budget-s 100]
+    python asv_bench/measure_torch_modules.py [--quick] [--out FILE.md] [--budget-s 60]
         [--models cnn,resnet,mlp] [--sizes 256] [--dtypes float64,float32] [--isolate]
 
 Recipes, each computing H(X, X) of a module with k = 10 outputs (full (N, N, k, k) or trace (N, N)):
@@ -22,8 +22,13 @@ Models (PyTorch default initialisation, seed 0; inputs N(0, 1)):
     linear head (BatchNorm in eval mode with non-trivial running statistics; P = 43,226); full;
 (c) a 3-layer MLP 64 → 256 → 256 → 10 with ReLU (P = 85,002); full.
 
+The default grid (N = 32 and 128 for the CNN and the ResNet, 64 and 256 for the MLP) takes a few
+minutes on 2 cores; the CNN at N = 256 against jacobian_contraction (about 5 GB in float64) is
+
+    python asv_bench/measure_torch_modules.py --models cnn --sizes 256 --budget-s 2000
+
 Times are the best of up to 3 runs after one untimed warm-up (one timed run when a run takes
-longer than 3 s).  Peak memory is the growth of the process's peak resident set over its resident
+longer than 3 s, or with ``--quick``).  Peak memory is the growth of the process's peak resident set over its resident
 set when the recipe starts (Linux: the peak is reset by writing 5 to /proc/self/clear_refs before
 each recipe; torch's CPU allocator returns large blocks to the system and ``malloc_trim`` the
 rest, so the resident set falls back between recipes); without /proc, ``--isolate`` runs each recipe in a subprocess and reports
@@ -203,7 +208,7 @@ def _trim():
         pass
 
 
-def measure(recipe, model, dtype, n, trace, slow_s=3.0):
+def measure(recipe, model, dtype, n, trace, repeats=3, slow_s=3.0):
     """(seconds, peak MB, H) of one recipe, in this process (peak via /proc/self/clear_refs)."""
     net, X = make(model, dtype, n)
     run_recipe(recipe, net, X[: min(n, 2)], trace)  # warm-up: imports, decompositions, allocator
@@ -212,7 +217,7 @@ def measure(recipe, model, dtype, n, trace, slow_s=3.0):
         fh.write("5")
     base = _status_kb("VmRSS")
     times, H = [], None
-    while len(times) < 3:
+    while len(times) < repeats:
         t0 = time.perf_counter()
         H = run_recipe(recipe, net, X, trace)
         times.append(time.perf_counter() - t0)
@@ -222,7 +227,7 @@ def measure(recipe, model, dtype, n, trace, slow_s=3.0):
     return min(times), peak, H
 
 
-def measure_isolated(recipe, model, dtype, n, trace):
+def measure_isolated(recipe, model, dtype, n, trace, repeats=3):
     """The same in a fresh subprocess: maxrss growth from getrusage; H comes back through a file."""
     import tempfile
 
@@ -230,7 +235,7 @@ def measure_isolated(recipe, model, dtype, n, trace):
 
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "H.npy")
-        arg = json.dumps([recipe, model, str(dtype).replace("torch.", ""), n, trace, path])
+        arg = json.dumps([recipe, model, str(dtype).replace("torch.", ""), n, trace, path, repeats])
         out = subprocess.run([sys.executable, __file__, "--child", arg], check=True, capture_output=True, text=True)
         res = json.loads(out.stdout.strip().splitlines()[-1])
         return res["seconds"], res["peak_mb"], torch.from_numpy(np.load(path))
@@ -239,13 +244,13 @@ def measure_isolated(recipe, model, dtype, n, trace):
 def child(arg):
     import numpy as np
 
-    recipe, model, dtype, n, trace, path = json.loads(arg)
+    recipe, model, dtype, n, trace, path, repeats = json.loads(arg)
     dtype = getattr(torch, dtype)
     net, X = make(model, dtype, n)
     run_recipe(recipe, net, X[: min(n, 2)], trace)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     times = []
-    while len(times) < 3:
+    while len(times) < repeats:
         t0 = time.perf_counter()
         H = run_recipe(recipe, net, X, trace)
         times.append(time.perf_counter() - t0)
@@ -285,7 +290,7 @@ def cases(quick):
                 ("resnet", torch.float64, 16, False), ("mlp", torch.float32, 64, False)]
     out = []
     for dtype in (torch.float64, torch.float32):
-        for n in (32, 256):
+        for n in (32, 128):
             out += [("cnn", dtype, n, False), ("cnn", dtype, n, True)]
         out += [("resnet", dtype, n, False) for n in (32, 128)]
         out += [("mlp", dtype, n, False) for n in (64, 256)]
@@ -297,7 +302,7 @@ def main():
     ap.add_argument("--quick", action="store_true", help="tiny sizes (under 30 s)")
     ap.add_argument("--out", help="also write the Markdown table to this file")
     ap.add_argument("--budget-s", type=float, default=None,
-                    help="skip a recipe estimated to take longer (default 100, 10 with --quick)")
+                    help="skip a recipe estimated to take longer (default 60, 20 with --quick)")
     ap.add_argument("--models", default="cnn,resnet,mlp", help="comma-separated subset of cnn,resnet,mlp")
     ap.add_argument("--sizes", help="comma-separated N to run instead of the default grid's")
     ap.add_argument("--dtypes", default="float64,float32")
@@ -306,7 +311,7 @@ def main():
     args = ap.parse_args()
     if args.child:
         return child(args.child)
-    budget = args.budget_s if args.budget_s is not None else (10.0 if args.quick else 100.0)
+    budget = args.budget_s if args.budget_s is not None else (20.0 if args.quick else 60.0)
     isolate = args.isolate or not can_reset_peak()
     rates = {dt: gemm_rate(dt) for dt in (torch.float64, torch.float32)}
     lines = [
@@ -334,7 +339,7 @@ def main():
                 continue
             try:
                 fn = measure_isolated if isolate else measure
-                res[recipe] = fn(recipe, model, dtype, n, trace)
+                res[recipe] = fn(recipe, model, dtype, n, trace, repeats=1 if args.quick else 3)
             except (RuntimeError, MemoryError) as exc:
                 res[recipe] = ("fail", f"{type(exc).__name__}: {str(exc)[:60]}")
         ref = next((res[r][2] for r in ("jacobian_contraction", "ntk_vector_products")
