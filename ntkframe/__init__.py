@@ -40,5 +40,18 @@ __all__ = [
     "simulate", "Trajectory",
     "AnalyticNTK", "analytic_ntk", "nngp_kernel", "MonteCarloNTK", "MonteCarloResult", "monte_carlo_ntk",
     "predict", "data",
-    "kernel_to_file", "open_kernel",
+    "kernel_to_file", "open_kernel", "TorchModel", "JaxModel",
 ]
+
+#: adapters for the user's own networks, registered by the torch and jax plugins as model kinds
+_ADAPTERS = {"TorchModel": "torch", "JaxModel": "jax"}
+
+
+def __getattr__(name: str):
+    """``nf.TorchModel`` / ``nf.JaxModel``: the model kinds "torch" and "jax" of the plugins, looked up
+    on first use (their frameworks load only when a model is built)."""
+    if name in _ADAPTERS:
+        from .plugins import registry
+
+        return registry("models").get(_ADAPTERS[name])
+    raise AttributeError(f"module 'ntkframe' has no attribute {name!r}")

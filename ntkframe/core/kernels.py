@@ -60,8 +60,8 @@ def empirical_ntk(model: Any, params: Any, X1: Any, X2: Any | None = None, *, ba
     """The empirical neural tangent kernel H(X1, X2) = ∇θf(X1)ᵀ ∇θf(X2) on ``backend``'s device.
 
     ``model`` is an ntkframe :class:`Model` (contracted from its Jacobian factors with GEMMs,
-    docs/theory.md §2), or — on autodiff backends (torch, jax) — any function ``f(params, X)`` or torch
-    ``nn.Module``.  ``X2=None`` gives the symmetric H(X1, X1).  Returns (N1, N2) for one output or
+    docs/theory.md §2), or — on autodiff backends (torch, jax) — any function ``f(params, X)``, a torch
+    ``nn.Module``, or an adapter of one (``nf.TorchModel``, ``nf.JaxModel``: their ``autodiff_target``).  ``X2=None`` gives the symmetric H(X1, X1).  Returns (N1, N2) for one output or
     ``trace=True`` (mean over the k outputs' kernels), else (N1, N2, k, k), as a backend array
     (``nf.to_numpy(K)`` brings it to the host).  ``block_size`` bounds memory by computing tiles.
 
@@ -81,6 +81,9 @@ def empirical_ntk(model: Any, params: Any, X1: Any, X2: Any | None = None, *, ba
         from .outofcore import kernel_to_file
 
         return kernel_to_file(model, params, X1, X2, backend=be, out=out, block_size=block_size, trace=trace)
+    target = getattr(model, "autodiff_target", None)
+    if callable(target):  # the user's own network (TorchModel, JaxModel): its module or function itself
+        model, params = target(params)
     if isinstance(model, Model) and model.structured and implementation in ("auto", "structured"):
         return be.jacobian_gram(model, params, X1, X2, block_size=block_size, trace=trace)
     if implementation == "structured":

@@ -20,7 +20,7 @@ from ..core.kernels import empirical_ntk
 from ..core.models import Model, TwoLayerNet
 from .linearised import KernelFlow, LinearisedFlow, kernel_matrix
 from .losses import Loss
-from .pytree import tree_sum_squares
+from .pytree import tree_map, tree_sum_squares
 
 
 class Recording:
@@ -79,14 +79,14 @@ class Recording:
     def network(self, t: float, theta: dict) -> "Snapshot":
         """The network at θ(t) = ``theta`` (the trainable parameters)."""
         params = {**self.frozen, **theta}
-        dtheta = {k: theta[k] - self.theta0[k] for k in self.trainable}
+        dtheta = {k: tree_map(lambda a, b: a - b, theta[k], self.theta0[k]) for k in self.trainable}
         return Snapshot(self, t, params, self.apply(params, self.X), self.apply(params, self.X_test), dtheta)
 
     def linearised(self, t: float) -> "Snapshot":
         """The linearised model at t: f_lin(·, t), θ_lin(t) = θ(0) − J(0)ᵀc(t), the kernel frozen at H(0)."""
         g = self.model.vjp(self.params0, self.X, self.lin.coefficients(t), backend=self.be)
-        dtheta = {k: -g[k] for k in self.trainable}
-        params = {**self.frozen, **{k: self.theta0[k] + dtheta[k] for k in self.trainable}}
+        dtheta = {k: tree_map(lambda a: -a, g[k]) for k in self.trainable}
+        params = {**self.frozen, **{k: tree_map(lambda a, b: a + b, self.theta0[k], dtheta[k]) for k in self.trainable}}
         return Snapshot(self, t, params, self.lin.outputs(t), self.lin_test(t), dtheta, kernel=self.H0_matrix)
 
 

@@ -27,6 +27,7 @@ from ..errors import DivergenceError
 from .integrators import Integrator, check_times, divergence_error
 from .linearised import KernelFlow, kernel_matrix
 from .losses import Loss
+from .pytree import tree_map
 from .recorders import DEFAULT_RECORD, RECORDABLE, Recording, Snapshot, spectral_norm
 from .trajectory import Checkpoint, FlowState, Trajectory, fingerprint
 
@@ -57,7 +58,7 @@ class GradientFlow:
         # one forward pass for the loss and the gradient; X was validated once by simulate()
         f, grads = self.model.forward_backward(params, X, lambda out: self.loss.grad(out, y),
                                                backend=self.be, check=False)
-        return self.loss.value(f, y), {k: grads[k] * self.scale for k in theta}
+        return self.loss.value(f, y), {k: tree_map(lambda g: g * self.scale, grads[k]) for k in theta}
 
     def __call__(self, t: float, theta: dict) -> dict:
         self.last_loss, grads = self._evaluate(theta, self.frozen, self.X, self.y)
@@ -129,14 +130,15 @@ def simulate(model: Model, loss: Loss, integrator: Integrator | KernelFlow, X: A
         if params is not None and not _same_params(params, resumed.params0):
             raise ValueError(f"params differ from θ(0) stored in the checkpoint {resume}; resume uses the stored θ(0), "
                              "so pass params=None (or the same parameters)")
-        params0 = {k: be.asarray(v, name=k) for k, v in resumed.params0.items()}
+        params0 = {k: tree_map(lambda a, k=k: be.asarray(a, name=k), v) for k, v in resumed.params0.items()}
         checkpoint = resume if checkpoint is None else checkpoint
     elif params is None:
         params0 = model.init(be, seed=seed)
     else:
         if not isinstance(params, dict):
             raise TypeError(f"params must be a dict of arrays (as model.init returns); got {type(params).__name__}")
-        params0 = {k: be.asarray(v, name=f"params[{k!r}]") for k, v in params.items()}
+        # a group may be a pytree (JaxModel's {"params": tree}): every leaf to the backend
+        params0 = {k: tree_map(lambda a, k=k: be.asarray(a, name=f"params[{k!r}]"), v) for k, v in params.items()}
     saver = None if checkpoint is None else Checkpoint(checkpoint, fp, be.describe())
     if saver is not None and resumed is None and saver.exists():
         raise FileExistsError(f"the checkpoint folder {checkpoint} already holds a run; pass resume={str(checkpoint)!r} "
@@ -149,7 +151,7 @@ def simulate(model: Model, loss: Loss, integrator: Integrator | KernelFlow, X: A
     theta, t_start = run.theta0, 0.0
     if resumed is not None:
         rows = resumed.rows
-        theta = {k: be.asarray(v, name=k) for k, v in resumed.theta.items()}
+        theta = {k: tree_map(lambda a, k=k: be.asarray(a, name=k), v) for k, v in resumed.theta.items()}
         t_start, istate = resumed.t, resumed.integrator_state
     remaining = times[len(rows.get("times", [])):]
 

@@ -19,3 +19,10 @@ __all__ = ["JaxBackend"]
 @hookimpl
 def register_backends(register):
     register("jax", JaxBackend)
+
+
+@hookimpl
+def register_models(register):
+    from .model import JaxModel
+
+    register("jax", JaxModel)

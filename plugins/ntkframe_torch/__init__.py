@@ -20,3 +20,10 @@ __all__ = ["TorchBackend"]
 @hookimpl
 def register_backends(register):
     register("torch", TorchBackend)
+
+
+@hookimpl
+def register_models(register):
+    from .model import TorchModel
+
+    register("torch", TorchModel)
