@@ -29,7 +29,7 @@ from .theory.montecarlo import MonteCarloNTK, MonteCarloResult, monte_carlo_ntk
 from .plugins import load_plugins
 from .flow.simulate import Trajectory, simulate
 
-__version__ = "0.1.0"
+from ._version import __version__  # noqa: E402
 
 __all__ = [
     "Activation", "Backend", "BackendUnavailableError", "ConfigError", "DivergenceError", "EmpiricalNTK",

@@ -166,7 +166,7 @@ def builtin_plugins() -> dict[str, str]:
 
 def _candidates() -> list[tuple[str, Callable[[], Any], PluginInfo]]:
     """(name, loader, info) of every plugin to load: the built-ins first, then the others."""
-    from . import __version__
+    from ._version import __version__
 
     builtins = builtin_plugins()
     first: dict[str, tuple[str, Callable[[], Any], PluginInfo]] = {}
