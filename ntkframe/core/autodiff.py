@@ -104,7 +104,8 @@ def generic_gram(be: Any, prob: Problem, X1: Any, X2: Any | None, *, implementat
     """The kernel by the generic ``implementation`` (``"auto"``: :func:`choose`) through the tile engine.
 
     ``pieces(implementation)`` gives ``rows(X, i0, b)`` (per-row data of rows i0:i0+b of X),
-    ``tile(R1, R2|None)`` and optionally ``whole(X1, X2|None)`` (the kernel in one piece).
+    ``tile(R1, R2|None)``, and optionally ``whole(X1, X2|None)`` (the kernel in one piece) and
+    ``cross(R1, X, j0, b)`` (``tile(R1, rows(X, j0, b))`` in one compiled piece).
     """
     if prob.n_params == 0:
         raise ValueError("the model has no trainable parameters: its NTK is identically zero")
@@ -120,7 +121,8 @@ def generic_gram(be: Any, prob: Problem, X1: Any, X2: Any | None, *, implementat
         implementation = choose(be, prob, n1, n2, symmetric, trace, plan("jacobian_contraction"), block_size)
     b = plan(implementation)
     fns = pieces(implementation)
-    whole = fns.get("whole")
+    whole, cross = fns.get("whole"), fns.get("cross")
     return tiles.gram(be, n1, n2, b, k=k_out, symmetric=symmetric,
                       rows1=lambda i0, bi: fns["rows"](X1, i0, bi), rows2=lambda j0, bj: fns["rows"](X2c, j0, bj),
-                      tile=fns["tile"], whole=None if whole is None else (lambda: whole(X1, None if symmetric else X2c)))
+                      tile=fns["tile"], whole=None if whole is None else (lambda: whole(X1, None if symmetric else X2c)),
+                      cross=None if cross is None else (lambda R, j0, bj: cross(R, X2c, j0, bj)))

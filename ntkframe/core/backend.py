@@ -267,12 +267,14 @@ class Backend:
         H = tiles.gram(self, n1, n2, b, k=k, symmetric=symmetric,
                        rows1=lambda i0, bi: fns["rows"](params, X1, i0, bi),
                        rows2=lambda j0, bj: fns["rows"](params, X2c, j0, bj),
-                       tile=fns["tile"], whole=lambda: fns["whole"](params, X1, None if symmetric else X2c))
+                       tile=fns["tile"], whole=lambda: fns["whole"](params, X1, None if symmetric else X2c),
+                       cross=lambda F1, j0, bj: fns["cross"](F1, params, X2c, j0, bj))
         return self._remember(H)
 
     def _structured_pieces(self, model: Any, trace: bool) -> dict[str, Any]:
         """rows(params, X, i0, b): the factors of rows i0:i0+b; tile(F1, F2|None): their contraction;
-        whole(params, X1, X2|None): both in one piece — each through :meth:`compile`."""
+        cross(F1, params, X, j0, b): F1 against the factors of rows j0:j0+b of X, in one piece;
+        whole(params, X1, X2|None): both sides in one piece — each through :meth:`compile`."""
         k = model.outputs
 
         def rows(params: dict, X: Any, i0: Any, b: int) -> list:
@@ -281,13 +283,16 @@ class Backend:
         def tile(F1: list, F2: list | None) -> Any:
             return self.combine(F1, F2, k, trace)
 
+        def cross(F1: list, params: dict, X: Any, j0: Any, b: int) -> Any:
+            return self.combine(F1, rows(params, X, j0, b), k, trace)
+
         def whole(params: dict, X1: Any, X2: Any | None) -> Any:
             F1 = model.jacobian_factors(params, X1, self, trace=trace)
             return self.combine(F1, None if X2 is None else model.jacobian_factors(params, X2, self, trace=trace),
                                 k, trace)
 
         return {"rows": self.compile(rows, static_argnums=(3,)), "tile": self.compile(tile),
-                "whole": self.compile(whole)}
+                "cross": self.compile(cross, static_argnums=(4,)), "whole": self.compile(whole)}
 
     def _remember(self, H: Any) -> Any:
         """Hook for asynchronous backends (JAX keeps a weak reference for :meth:`sync`)."""

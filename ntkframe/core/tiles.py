@@ -142,12 +142,14 @@ def tile_grid(n1: int, n2: int, b: int, symmetric: bool) -> list[Tile]:
 
 def fill(be: Any, n1: int, n2: int, b: int, *, k: int, symmetric: bool,
          rows1: Callable[[int, int], Any], rows2: Callable[[int, int], Any],
-         tile: Callable[[Any, Any], Any]) -> Any:
+         tile: Callable[[Any, Any], Any], cross: Callable[[Any, int, int], Any] | None = None) -> Any:
     """The (n1, n2) or (n1, n2, k, k) kernel assembled from b × b tiles into ``be.zeros``.
 
     ``rows1(i0, bi)`` is computed once per row block and kept for its row of tiles; ``rows2(j0, bj)``
     once per tile (so only the row data of 2b inputs is alive); with ``symmetric`` only j ≥ i, each
-    off-diagonal tile also written mirrored (``be.set_block(..., mirror=True)``).
+    off-diagonal tile also written mirrored (``be.set_block(..., mirror=True)``).  ``cross(R, j0, bj)``,
+    if given, is ``tile(R, rows2(j0, bj))`` in one piece (a compiling backend fuses the column rows
+    into the contraction: one dispatch, no row data crossing the compiled boundary).
     """
     fixed = bool(getattr(be, "fixed_tile_shape", False))
     bi, bj = min(b, n1), min(b, n2)
@@ -161,18 +163,20 @@ def fill(be: Any, n1: int, n2: int, b: int, *, k: int, symmetric: bool,
             if symmetric and j0 == i0:
                 out = be.set_block(out, i0, j0, tile(R, None), mirror=False)
             else:
-                T = tile(R, rows2(j0, min(bj, n2 - j0)))
+                nj = min(bj, n2 - j0)
+                T = cross(R, j0, nj) if cross is not None else tile(R, rows2(j0, nj))
                 out = be.set_block(out, i0, j0, T, mirror=symmetric)
     return out
 
 
 def gram(be: Any, n1: int, n2: int, b: int | None, *, k: int, symmetric: bool,
          rows1: Callable[[int, int], Any], rows2: Callable[[int, int], Any],
-         tile: Callable[[Any, Any], Any], whole: Callable[[], Any] | None = None) -> Any:
+         tile: Callable[[Any, Any], Any], whole: Callable[[], Any] | None = None,
+         cross: Callable[[Any, int, int], Any] | None = None) -> Any:
     """The kernel in one tile (``b`` None or ≥ both sizes: ``whole()``, else ``tile(rows1, rows2)``)
     or by :func:`fill`."""
     if b is None or (b >= n1 and b >= n2):
         if whole is not None:
             return whole()
         return tile(rows1(0, n1), None if symmetric else rows2(0, n2))
-    return fill(be, n1, n2, b, k=k, symmetric=symmetric, rows1=rows1, rows2=rows2, tile=tile)
+    return fill(be, n1, n2, b, k=k, symmetric=symmetric, rows1=rows1, rows2=rows2, tile=tile, cross=cross)

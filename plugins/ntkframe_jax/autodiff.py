@@ -71,7 +71,8 @@ def generic_jacobian_gram(be: JaxBackend, model: Any, params: Any, X1: Any, X2: 
     def pieces(impl: str) -> dict[str, Any]:
         if impl == "jacobian_contraction":
             return {"rows": lambda X, i0, b: fns["jac_rows"](diff, const, X, i0, b),
-                    "tile": fns["contract"], "whole": lambda A, B: fns["jc_whole"](diff, const, A, B)}
+                    "tile": fns["contract"], "whole": lambda A, B: fns["jc_whole"](diff, const, A, B),
+                    "cross": lambda J1, X, j0, b: fns["jc_tile"](J1, diff, const, X, j0, b)}
         return {"rows": be.rows, "tile": lambda A, B: fns["nvp"](diff, const, A, A if B is None else B),
                 "whole": lambda A, B: fns["nvp"](diff, const, A, A if B is None else B)}
 
@@ -111,7 +112,8 @@ def _generic_functions(be: JaxBackend, fn: Any, trace: bool) -> dict[str, Any]:
     """The jitted pieces for one function ``fn(p, c, X)`` (p differentiated, c held constant).
 
     jac_rows(p, c, X, i0, b): per-sample Jacobians of rows i0:i0+b, a pytree like p with leaves
-    (b, k, *leaf.shape); contract(J1, J2|None): Σ_leaves J₁J₂ᵀ; jc_whole(p, c, X1, X2|None);
+    (b, k, *leaf.shape); contract(J1, J2|None): Σ_leaves J₁J₂ᵀ; jc_tile(J1, p, c, X2, j0, b): J1
+    against the Jacobians of rows j0:j0+b of X2 in one piece; jc_whole(p, c, X1, X2|None);
     nvp(p, c, X1, X2): NTK-vector products.  Each goes through :meth:`JaxBackend.compile`; start
     indices are traced and b static, and the tile engine gives tiles of one shape, so a blocked run
     compiles each piece once.
@@ -139,6 +141,9 @@ def _generic_functions(be: JaxBackend, fn: Any, trace: bool) -> dict[str, Any]:
 
     def jac_rows(p: Any, c: Any, X: Any, i0: Any, b: int) -> Any:
         return jac(p, c, rows_at(X, i0, b))
+
+    def jc_tile(J1: Any, p: Any, c: Any, X2: Any, j0: Any, b: int) -> Any:
+        return contract(J1, jac(p, c, rows_at(X2, j0, b)))
 
     def jc_whole(p: Any, c: Any, X1: Any, X2: Any | None) -> Any:
         J1 = jac(p, c, X1)
@@ -172,7 +177,8 @@ def _generic_functions(be: JaxBackend, fn: Any, trace: bool) -> dict[str, Any]:
         return lambda *args: f(*args).astype(be._dtype)
 
     return {"fn": fn, "one": one, "jac_rows": be.compile(jac_rows, static_argnums=(4,)),
-            "contract": be.compile(cast(contract)), "jc_whole": be.compile(cast(jc_whole)), "nvp": be.compile(cast(nvp))}
+            "contract": be.compile(cast(contract)), "jc_tile": be.compile(cast(jc_tile), static_argnums=(5,)),
+            "jc_whole": be.compile(cast(jc_whole)), "nvp": be.compile(cast(nvp))}
 
 
 def _outputs(jax: Any, fn: Any, p: Any, c: Any, X: Any) -> int:
