@@ -57,3 +57,8 @@ class StoreLockedError(StoreError):
 
 class IncompleteResultError(StoreError):
     """A stored result with missing or corrupt parts (an interrupted or damaged kernel file)."""
+
+
+class ExecutorError(NtkframeError, RuntimeError):
+    """Workers could not be started or reached: a process pool whose workers die at start-up, a Dask
+    scheduler address that does not answer."""

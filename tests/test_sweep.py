@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -19,9 +20,10 @@ import ntkframe as nf
 from ntkframe.runs.cli import main
 from ntkframe.runs.config import Field
 from ntkframe.runs.experiments import Experiment, run_experiment
+from ntkframe.core.store import Store
 from ntkframe.plugins import register_plugin, unregister_plugin
 from ntkframe.runs.rundir import RunContext
-from ntkframe.runs.sweep import Runner, Task, execute, task_filename, task_seed
+from ntkframe.runs.sweep import Runner, Task, execute, task_seed
 
 SEEDS = 16
 CFG = f"""
@@ -114,8 +116,9 @@ def test_task_seed_is_stable_and_depends_on_base_key_and_salt():
     assert task_seed(7, "width=1024/seed=3", "reference") == 2260562309215094712
     seeds = {task_seed(b, k, s) for b in (0, 1) for k in ("seed=0", "seed=1") for s in ("", "x")}
     assert len(seeds) == 8 and all(0 <= s < 2**63 for s in seeds)
-    assert task_filename("width=1024/seed=3") != task_filename("width=1024_seed=3")
-    assert task_filename("a b/c").endswith(".json") and "/" not in task_filename("a b/c")
+    store = Store(tempfile.mkdtemp(), {}, kind="run")
+    assert store._record_path("width=1024/seed=3") != store._record_path("width=1024_seed=3")
+    assert store._record_path("a b/c").name.endswith(".json") and "/" not in store._record_path("a b/c").name
 
 
 @pytest.mark.parametrize("executor", ["processes", "dask"])
@@ -227,9 +230,12 @@ def test_a_failing_task_is_recorded_with_its_traceback_and_the_sweep_goes_on(fla
     [failure] = res["failed_tasks"]
     assert failure["key"] == "point=2" and failure["error"] == "RuntimeError: boom at point=2"
     assert "Traceback" in failure["traceback"] and "run_task" in failure["traceback"]
-    rec = json.loads((run / "tasks" / task_filename("point=2")).read_text())
+    [path] = [f for f in (run / "tasks").glob("*.json") if json.loads(f.read_text())["key"] == "point=2"]
+    rec = json.loads(path.read_text())["payload"]
     assert rec["status"] == "failed" and "boom at point=2" in rec["traceback"]
-    assert any("FAILED task point=2" in line for line in lines)
+    assert any("1 of 5 tasks failed: RuntimeError: boom at point=2 (1)" in line for line in lines)
+    assert any("FAILED point=2: RuntimeError: boom at point=2" in line for line in lines)
+    assert "## Failed tasks" in (run / "report.md").read_text()
 
     # the bug is fixed: resuming runs only the failed task
     flaky.failing, flaky.calls = set(), []

@@ -8,6 +8,12 @@ worker process keeps one backend per (name, device, dtype) across its tasks
 (:func:`worker_backend`), so a JAX backend's compiled functions survive from task to task.
 BLAS and ntkframe threads are pinned to one per worker process so results do not depend on the
 worker layout.
+
+Start-up never hangs: the process pool's shared payload travels through a temporary file (the
+spawn pipe carries only its path, so the parent never blocks writing to a worker that died), the
+pool is started with a handshake (one no-op call, ``startup_timeout`` seconds) that turns workers
+dying at spawn into :class:`~ntkframe.errors.ExecutorError`, and a Dask scheduler ``address`` that
+does not answer within ``connect_timeout`` seconds (default 5) is refused the same way.
 """
 
 from __future__ import annotations
@@ -16,15 +22,27 @@ import contextlib
 import functools
 import logging
 import os
+import pickle
+import tempfile
 import threading
 import time
 import traceback
 import uuid
 from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
+from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator
 
+from ..errors import ExecutorError
+
 EXECUTORS = ("serial", "processes", "dask")
+#: seconds a Dask scheduler ``address`` has to answer (env ``NTKFRAME_DASK_CONNECT_TIMEOUT`` overrides)
+CONNECT_TIMEOUT = 5.0
+#: seconds the first worker process has to start (env ``NTKFRAME_WORKER_STARTUP_TIMEOUT`` overrides)
+STARTUP_TIMEOUT = 120.0
+GUARD_ADVICE = ("spawned workers re-import the main script: a script that starts a process pool (executor="
+                "'processes' or 'dask') must put its work under `if __name__ == \"__main__\":`")
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NTKFRAME_NUM_THREADS")
 
 
@@ -44,6 +62,13 @@ def default_workers() -> int:
     except AttributeError:  # pragma: no cover - not Linux
         cpus = os.cpu_count() or 1
     return max(1, cpus // 2)
+
+
+def check_dask_address(address: str, connect_timeout: float | None = None) -> None:
+    """Connect to the Dask scheduler at ``address`` and disconnect: :class:`ExecutorError` (after at
+    most ``connect_timeout`` s) if none answers.  Run before anything is created on disk."""
+    client, _ = _dask_client(address, None, connect_timeout)
+    client.close()
 
 
 def check_executor(executor: Any) -> None:
@@ -81,11 +106,36 @@ class _Shared:
 _WORKER_SHARED: Any = None
 
 
-def _install_shared(value: Any) -> None:
-    """Process-pool initializer: keep the shared payload in the worker (sent once per worker), and
+def _timeout(name: str, default: float) -> float:
+    """``default``, or the positive number in environment variable ``name``."""
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise ExecutorError(f"{name}={raw!r}; allowed: a positive number of seconds")
+    return value
+
+
+def check_not_bootstrapping() -> None:
+    """Raise :class:`ExecutorError` inside a spawned worker that is still importing the main script
+    (an unguarded script would otherwise start pools from its workers, recursively)."""
+    import multiprocessing as mp
+
+    if getattr(mp.current_process(), "_inheriting", False):
+        raise ExecutorError("a worker process tried to start its own process pool while importing the main "
+                            f"script; {GUARD_ADVICE}")
+
+
+def _install_shared(path: str) -> None:
+    """Process-pool initializer: load the shared payload from its file (once per worker), and
     exit when the parent dies (``kill -9`` of a run would otherwise leave the workers waiting forever)."""
     global _WORKER_SHARED
-    _WORKER_SHARED = value
+    with open(path, "rb") as fh:
+        _WORKER_SHARED = pickle.load(fh)
     parent = os.getppid()
 
     def watch() -> None:
@@ -100,18 +150,31 @@ def _call_installed(fn: Callable, *args: Any) -> Any:
     return fn(_WORKER_SHARED, *args)
 
 
+def _ready() -> int:
+    return os.getpid()
+
+
 def _call_holder(fn: Callable, holder: _Shared, *args: Any) -> Any:
     return fn(holder.value, *args)
 
 
-def _dask_client(address: str | None, workers: int | None) -> tuple[Any, Any]:
-    """(client, cluster): a client on ``address``, or on a new LocalCluster (then also returned)."""
+def _dask_client(address: str | None, workers: int | None, connect_timeout: float | None = None
+                 ) -> tuple[Any, Any]:
+    """(client, cluster): a client on ``address`` (answering within ``connect_timeout`` s, else
+    :class:`ExecutorError`), or on a new LocalCluster (then also returned)."""
     try:
         from distributed import Client, LocalCluster
     except ImportError as exc:
         raise ImportError("the dask executor needs dask.distributed: pip install 'ntkframe[dask]'") from exc
     if address:
-        return Client(address, set_as_default=False), None
+        timeout = connect_timeout or _timeout("NTKFRAME_DASK_CONNECT_TIMEOUT", CONNECT_TIMEOUT)
+        try:
+            return Client(address, set_as_default=False, timeout=timeout), None
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise ExecutorError(f"no Dask scheduler answered at address {address!r} within {timeout:g} s "
+                                f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); check the "
+                                "address (e.g. 'tcp://scheduler:8786') and that the scheduler runs, or omit it for "
+                                "a LocalCluster (env NTKFRAME_DASK_CONNECT_TIMEOUT sets the wait)") from None
     import dask
 
     # single-threaded worker processes; no dashboard (no bokeh, no port); no logs: a task's error,
@@ -158,11 +221,13 @@ class Runner:
     """
 
     def __init__(self, executor: Any = "serial", *, workers: int | None = None, address: str | None = None,
-                 shared: Any = None):
+                 shared: Any = None, startup_timeout: float | None = None, connect_timeout: float | None = None):
         check_executor(executor)
         if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
             raise ValueError(f"workers={workers!r}; allowed: a positive integer, or None for {default_workers()}")
         self.executor, self.workers, self.address, self.shared = executor, workers, address, shared
+        self.startup_timeout = startup_timeout or _timeout("NTKFRAME_WORKER_STARTUP_TIMEOUT", STARTUP_TIMEOUT)
+        self.connect_timeout = connect_timeout
         self.kind = "executor" if isinstance(executor, Executor) else executor
         self._stack = contextlib.ExitStack()
         self._pool: Any = None
@@ -171,17 +236,12 @@ class Runner:
 
     def __enter__(self) -> "Runner":
         try:
+            if self.kind in ("processes", "dask"):
+                check_not_bootstrapping()
             if self.kind == "processes":
-                import multiprocessing as mp
-
-                # spawn (not fork: threads and GPU contexts do not survive a fork); workers are spawned
-                # lazily on submit, so the thread variables stay pinned for the pool's lifetime
-                self._stack.enter_context(pinned_threads(1))
-                self._pool = ProcessPoolExecutor(max_workers=self.workers or default_workers(),
-                                                 mp_context=mp.get_context("spawn"),
-                                                 initializer=_install_shared, initargs=(self.shared,))
+                self._start_pool()
             elif self.kind == "dask":
-                client, cluster = _dask_client(self.address, self.workers)
+                client, cluster = _dask_client(self.address, self.workers, self.connect_timeout)
                 if cluster is not None:
                     self._stack.callback(cluster.close)
                 self._stack.callback(client.close)
@@ -194,6 +254,40 @@ class Runner:
             self._stack.close()
             raise
         return self
+
+    def _start_pool(self) -> None:
+        """A spawn-based pool whose workers load the shared payload from a file; the first worker must
+        answer a no-op call within ``startup_timeout`` s, or the pool is killed and :class:`ExecutorError` raised."""
+        import multiprocessing as mp
+
+        fd, path = tempfile.mkstemp(prefix="ntkframe-shared-", suffix=".pkl")
+        self._stack.callback(lambda: os.path.exists(path) and os.unlink(path))
+        with os.fdopen(fd, "wb") as fh:
+            pickle.dump(self.shared, fh, protocol=pickle.HIGHEST_PROTOCOL)
+        # spawn (not fork: threads and GPU contexts do not survive a fork); workers are spawned
+        # lazily on submit, so the thread variables stay pinned for the pool's lifetime
+        self._stack.enter_context(pinned_threads(1))
+        self._pool = pool = ProcessPoolExecutor(max_workers=self.workers or default_workers(),
+                                                mp_context=mp.get_context("spawn"),
+                                                initializer=_install_shared, initargs=(path,))
+        try:
+            pool.submit(_ready).result(timeout=self.startup_timeout)
+        except (BrokenProcessPool, OSError) as exc:
+            self._kill_pool()
+            raise ExecutorError(f"the worker processes died while starting ({type(exc).__name__}: {exc}); "
+                                f"their error is printed above. If this is a script, {GUARD_ADVICE}") from None
+        except FutureTimeout:
+            self._kill_pool()
+            raise ExecutorError(f"no worker process started within {self.startup_timeout:g} s (env "
+                                f"NTKFRAME_WORKER_STARTUP_TIMEOUT sets the wait); if this is a script, "
+                                f"{GUARD_ADVICE}") from None
+
+    def _kill_pool(self) -> None:
+        pool, self._pool = self._pool, None
+        for proc in list((getattr(pool, "_processes", None) or {}).values()):
+            with contextlib.suppress(Exception):
+                proc.kill()
+        pool.shutdown(wait=False, cancel_futures=True)
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         try:

@@ -236,15 +236,16 @@ class Store:
     :class:`~ntkframe.errors.NotAStoreError` (it is somebody's files, not ours to write into).
     The fingerprint stays in the manifest after the work completes.
 
-    Records (``put``/``get``) are JSON files under ``records/`` holding their payload and its
-    sha256; ``get`` returns None for a record that is missing, torn or fails its checksum (and
+    Records (``put``/``get``) are JSON files under ``records/`` (or the subfolder ``records`` names)
+    holding their payload and its sha256; ``get`` returns None for a record that is missing, torn or fails its checksum (and
     lists it in :attr:`corrupt`), so the caller recomputes it — a bad record is never used.
     """
 
     def __init__(self, folder: str | Path, fingerprint: dict, *, kind: str, create: bool = True,
-                 allow_foreign: tuple[str, ...] = ()):
+                 allow_foreign: tuple[str, ...] = (), records: str = "records"):
         self.folder = Path(folder)
         self.kind = kind
+        self.records = records
         self.fingerprint = canonical(fingerprint)
         self.digest = digest(fingerprint)
         self.corrupt: list[str] = []
@@ -277,12 +278,23 @@ class Store:
         atomic_write_json(manifest, {"format": STORE_FORMAT, "kind": kind, "digest": self.digest,
                                      "fingerprint": self.fingerprint})
 
+    def manifest(self) -> dict:
+        """The manifest as stored (format, kind, digest, fingerprint, and ``files`` once noted)."""
+        return json.loads((self.folder / MANIFEST).read_text())
+
+    def note_files(self, names: Any) -> None:
+        """Add ``names`` (entries of the folder) to the manifest's list of files this store wrote, so that
+        replacing the folder later deletes exactly those (never a user's own files)."""
+        doc = self.manifest()
+        doc["files"] = sorted(set(doc.get("files", [])) | {str(n) for n in names})
+        atomic_write_json(self.folder / MANIFEST, doc)
+
     # -- records -------------------------------------------------------------------------------
     def _record_path(self, key: str) -> Path:
         safe = "".join(c if c.isalnum() or c in "-_.=" else "_" for c in key)
         if safe != key:
             safe += "-" + hashlib.sha256(key.encode()).hexdigest()[:10]
-        return self.folder / "records" / f"{safe}.json"
+        return self.folder / self.records / f"{safe}.json"
 
     def put(self, key: str, payload: Any) -> None:
         """Write ``payload`` (JSON-able) under ``key`` atomically with its checksum."""
@@ -306,7 +318,7 @@ class Store:
 
     def keys(self) -> list[str]:
         out = []
-        folder = self.folder / "records"
+        folder = self.folder / self.records
         if folder.is_dir():
             for f in sorted(folder.glob("*.json")):
                 with contextlib.suppress(OSError, ValueError, AttributeError):
@@ -315,7 +327,7 @@ class Store:
 
     def remove_temporaries(self) -> None:
         """Delete the temporaries of atomic writes that a killed process left behind."""
-        for f in list(self.folder.glob(".*.tmp")) + list((self.folder / "records").glob(".*.tmp")):
+        for f in list(self.folder.glob(".*.tmp")) + list((self.folder / self.records).glob(".*.tmp")):
             with contextlib.suppress(OSError):
                 f.unlink()
 

@@ -132,30 +132,42 @@ def _describe(name: str) -> str:
     return "\n\n".join(out)
 
 
+#: exit status of ``ntkframe run``: 0 every task finished; 2 a config/usage error or a refused run
+#: folder (nothing was run); 3 some tasks failed (the run folder holds the others; --resume retries them)
+EXIT_CONFIG, EXIT_TASKS_FAILED = 2, 3
+
+
 @cli.command()
 @click.argument("config", type=click.Path(dir_okay=False), required=False)
 @click.option("--backend", "backend", default=None, help="override [backend] name")
 @click.option("--device", default=None, help="override [backend] device (cpu, cuda, cuda:N)")
 @click.option("--dtype", default=None, type=click.Choice(["float64", "float32"]), help="override [backend] dtype")
-@click.option("--out", default=None, type=click.Path(file_okay=False), help="run folder (default runs/NAME-TIME)")
+@click.option("--out", default=None, type=click.Path(), help="run folder (default runs/NAME-TIME); a run there with "
+              "the same settings is resumed, anything else refused")
+@click.option("--overwrite", is_flag=True, help="replace the run in --out (only its ntkframe files are deleted)")
 @click.option("--no-progress", is_flag=True, help="no progress bars")
 @click.option("--executor", type=click.Choice(["serial", "processes", "dask"]), default=None,
               help="where sweep tasks run (overrides [executor] kind)")
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="worker processes")
 @click.option("--address", default=None, help="Dask scheduler address (default: a LocalCluster)")
 @click.option("--resume", type=click.Path(file_okay=False, exists=True), default=None,
-              help="finish an interrupted run folder: only missing tasks run")
+              help="finish an interrupted run folder with its saved settings: only missing tasks run")
+@click.option("--force", is_flag=True, help="run even if the memory estimate exceeds free memory")
 def run(config: str | None, backend: str | None, device: str | None, dtype: str | None, out: str | None,
-        no_progress: bool, executor: str | None, workers: int | None, address: str | None,
-        resume: str | None) -> None:
-    """Run the experiment described by CONFIG (a TOML file) and write its run folder."""
+        overwrite: bool, no_progress: bool, executor: str | None, workers: int | None, address: str | None,
+        resume: str | None, force: bool) -> None:
+    """Run the experiment described by CONFIG (a TOML file) and write its run folder. Exit status: 0 all
+    tasks finished, 2 config/usage error or refused folder, 3 some tasks failed."""
     from .driver import run_experiment
 
     if config is None and resume is None:
         raise click.UsageError("give CONFIG.toml, or --resume RUN_DIR")
-    run_experiment(config, backend=backend, device=device, dtype=dtype, out=out,
-                   progress=False if no_progress else None, executor=executor, workers=workers,
-                   address=address, resume=resume, echo=click.echo)
+    run_dir = run_experiment(config, backend=backend, device=device, dtype=dtype, out=out,
+                             progress=False if no_progress else None, executor=executor, workers=workers,
+                             address=address, resume=resume, overwrite=overwrite, force=force, echo=click.echo)
+    results = json.loads((run_dir / "results.json").read_text())
+    if results.get("failed_tasks"):
+        raise click.exceptions.Exit(EXIT_TASKS_FAILED)
 
 
 @cli.command()
@@ -188,7 +200,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except (NtkframeError, ValueError, KeyError, TypeError, FileNotFoundError, MemoryError) as exc:
         click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+        sys.exit(EXIT_CONFIG)
 
 
 if __name__ == "__main__":  # pragma: no cover

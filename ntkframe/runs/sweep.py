@@ -2,9 +2,13 @@
 
 Each point of a sweep (a width, a seed, an N, ...) is a :class:`Task` with a stable key.  Its
 random seed derives from the key (:func:`task_seed`), so serial, process-pool and Dask runs give
-identical numbers.  Every result is written atomically to ``RUN_DIR/tasks/<key>.json`` the moment
-it completes; a resumed run skips the keys already there, and a task that raises is recorded
-with its traceback while the sweep goes on (a resumed run retries it).
+identical numbers.  The records live in the run folder's :class:`~ntkframe.core.store.Store`
+(``RUN_DIR/tasks/``, one checksummed file per key, written atomically the moment the task
+completes); the folder's fingerprint (:func:`~ntkframe.runs.rundir.run_fingerprint`: the config
+without output and executor settings, plus the code version) makes a key mean the same point with
+the same settings, so a resumed run skips the keys already there.  A damaged record is recomputed
+(and said so), never used; a task that raises is recorded with its traceback while the sweep goes
+on (a resumed run retries it).
 
 Executors (:class:`~ntkframe.core.executors.Runner`, in the core): ``"serial"`` (in this
 process), ``"processes"`` (a spawn-based ``ProcessPoolExecutor``), ``"dask"`` (``distributed.Client``
@@ -19,8 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
-import re
 import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,7 +30,8 @@ from typing import Any
 
 from ..core.executors import (EXECUTORS, THREAD_VARS, Outcome, Runner, check_executor,  # noqa: F401 - re-exported
                               default_workers, pinned_threads, worker_backend)
-from ..core.store import atomic_write_json, to_jsonable
+from ..core.store import Store, to_jsonable
+from .rundir import RUN_KIND, TASKS, run_fingerprint
 
 
 @dataclass(frozen=True)
@@ -47,12 +50,6 @@ def task_seed(base_seed: int, key: str, salt: str = "") -> int:
     """
     digest = hashlib.sha256(f"{int(base_seed)}|{key}|{salt}".encode()).digest()
     return int.from_bytes(digest[:8], "little") >> 1
-
-
-def task_filename(key: str) -> str:
-    """``<key made file-safe, ≤ 80 chars>-<8 hex of SHA-1(key)>.json``: distinct keys, distinct files."""
-    safe = re.sub(r"[^A-Za-z0-9_.=-]+", "_", key)[:80]
-    return f"{safe}-{hashlib.sha1(key.encode()).hexdigest()[:8]}.json"
 
 
 # -- experiment tasks ------------------------------------------------------------------------------
@@ -81,48 +78,46 @@ def _run_shared(shared: tuple[str, dict], task: dict) -> dict:
     return run_one(shared[0], shared[1], task)
 
 
-def load_finished(run_dir: str | Path) -> dict[str, dict]:
-    """Task records already on disk whose status is ok (what --resume skips)."""
-    out = {}
-    folder = Path(run_dir) / "tasks"
-    if folder.is_dir():
-        for f in sorted(folder.glob("*.json")):
-            try:
-                rec = json.loads(f.read_text())
-            except (OSError, json.JSONDecodeError):
-                continue  # a torn file cannot exist (atomic writes), but be safe
-            if isinstance(rec, dict) and rec.get("status") == "ok" and "key" in rec:
-                out[rec["key"]] = rec
-    return out
-
-
-def _remove_stale_temporaries(run_dir: Path) -> None:
-    """Delete the temporary files of atomic writes that a killed run left half-written."""
-    folder = run_dir / "tasks"
-    if folder.is_dir():
-        for f in folder.glob(".*.tmp"):
-            with contextlib.suppress(OSError):
-                f.unlink()
-
-
 def execute(kind: str, config: dict, tasks: list[Task], run_dir: str | Path, *, executor: Any = "serial",
-            workers: int | None = None, address: str | None = None, progress: Any = None) -> list[dict]:
+            workers: int | None = None, address: str | None = None, progress: Any = None,
+            store: Store | None = None, echo: Any = None) -> list[dict]:
     """Run ``tasks`` of experiment ``kind``; returns one record per task, in task order.
 
-    Finished records in ``run_dir/tasks`` are reused (resume); new ones are written atomically as
-    they complete, failed ones too (with their traceback; a later resume retries them).
-    ``progress`` is a callable ``(total) -> bar`` with ``update``/``close`` (a tqdm factory): the
-    bar counts completed tasks, those found on disk included, for every executor.
+    Records live in ``store`` (the driver's locked run folder), or, without one, in the run-folder
+    Store of ``run_dir`` for ``config``, opened and locked for this call (another fingerprint there is
+    refused with what differs).  Finished records whose key and params match are reused (resume; a
+    damaged one is recomputed and ``echo`` says so); new ones are stored as they complete, failed
+    ones too (with their traceback; a later resume retries them).  ``progress`` is a callable
+    ``(total) -> bar`` with ``update``/``close`` (a tqdm factory): the bar counts completed tasks,
+    those reused included, for every executor.
     """
     check_executor(executor)
-    run_dir = Path(run_dir)
     keys = [t.key for t in tasks]
     if len(set(keys)) != len(keys):
         dup = sorted({k for k in keys if keys.count(k) > 1})
         raise ValueError(f"task keys must be unique; repeated: {', '.join(map(repr, dup))}")
-    _remove_stale_temporaries(run_dir)
-    done = {k: v for k, v in load_finished(run_dir).items() if k in set(keys)}
+    with contextlib.ExitStack() as stack:
+        if store is None:
+            store = Store(run_dir, run_fingerprint(config), kind=RUN_KIND, records=TASKS)
+            stack.enter_context(store.lock)
+        return _execute(kind, config, tasks, store, executor, workers, address, progress, echo or (lambda *a: None))
+
+
+def _execute(kind: str, config: dict, tasks: list[Task], store: Store, executor: Any, workers: int | None,
+             address: str | None, progress: Any, echo: Any) -> list[dict]:
+    store.remove_temporaries()
+    done: dict[str, dict] = {}
+    store.corrupt.clear()
+    for t in tasks:
+        rec = store.get(t.key)
+        if isinstance(rec, dict) and rec.get("status") == "ok" and rec.get("params") == to_jsonable(t.params):
+            done[t.key] = rec
+    for key in store.corrupt:
+        echo(f"task record {key!r} in {store.folder / store.records} is damaged (checksum mismatch or torn): "
+             "recomputing it")
     pending = [t for t in tasks if t.key not in done]
+    if done:
+        echo(f"reusing {len(done)} of {len(tasks)} finished tasks from {store.folder}; {len(pending)} to run")
     records = dict(done)
     bar = progress(len(tasks)) if progress else None
     try:
@@ -137,11 +132,11 @@ def execute(kind: str, config: dict, tasks: list[Task], run_dir: str | Path, *, 
                     p = payloads[out.index]
                     rec = out.value if out.ok else {"key": p["key"], "params": p["params"], "status": "failed",
                                                     "error": out.error, "traceback": out.traceback}
-                    atomic_write_json(run_dir / "tasks" / task_filename(rec["key"]), rec)
+                    store.put(rec["key"], rec)
                     records[rec["key"]] = rec
                     if bar is not None:
                         bar.update(1)
     finally:
         if bar is not None:
             bar.close()
-    return [records[k] for k in keys]
+    return [records[k] for k in [t.key for t in tasks]]

@@ -19,6 +19,7 @@ from typing import Any
 from ...core.models import MLP, OUTPUT_INITS, PARAMETERIZATIONS, TRAIN_MODES, TwoLayerNet
 from ...errors import ConfigError
 from ..config import Field, Schema
+from ..rundir import task_sizes, with_n  # noqa: F401 - re-exported for the experiments
 
 MODEL_TABLE = [
     Field("activation", str, "softplus", "activation σ (any registered one)", choices_from="activations"),
@@ -113,17 +114,43 @@ class Experiment(ExperimentPart):
     def summarise(self, records: list[dict[str, Any]], ctx: Any) -> dict[str, Any]:
         raise NotImplementedError
 
+    @classmethod
+    def memory_estimate(cls, config: dict[str, dict[str, Any]]) -> int:
+        """Bytes one task needs at its largest, from the config's sizes (:func:`task_sizes`: N inputs,
+        width m, input dimension d, k outputs, itemsize s):
+
+            s · (4 N²k² + 4 N m k + 8 m (d + k))
+
+        four N × N kernels alive (H(0), H(t) or H*, a difference, an eigensolver's copy), four N × m
+        factor blocks (pre-activations, σ, σ', a gradient) and the parameters with the integrator's
+        stages.  An experiment that stores more (trajectories) overrides it."""
+        n, m, d, k, s = task_sizes(config)
+        return int(s * (4 * n * n * k * k + 4 * n * m * k + 8 * m * (d + k)))
+
     def run(self, ctx: Any) -> dict[str, Any]:
+        """Run the tasks; summarise the ones that finished.  With failures the results say so
+        (``failed_tasks``); when nothing can be summarised, ``incomplete`` says why (no figures then)."""
         from ..sweep import execute
 
         records = execute(self.name, self.config, self.tasks(), ctx.dir, executor=ctx.executor,
                           workers=ctx.workers, address=ctx.address,
-                          progress=lambda total: ctx.progress(total=total, desc=self.name, unit="task"))
-        failed = [r for r in records if r["status"] != "ok"]
+                          progress=lambda total: ctx.progress(total=total, desc=self.name, unit="task"),
+                          store=getattr(ctx, "store", None), echo=getattr(ctx, "echo", None))
+        failed = [{"key": r["key"], "error": r["error"], "traceback": r.get("traceback")}
+                  for r in records if r["status"] != "ok"]
         ok = [r for r in records if r["status"] == "ok"]
-        results = self.summarise(ok, ctx)
-        results["failed_tasks"] = [{"key": r["key"], "error": r["error"], "traceback": r.get("traceback")}
-                                   for r in failed]
+        if not ok:
+            return {"failed_tasks": failed, "n_tasks": len(records),
+                    "incomplete": f"all {len(records)} tasks failed: nothing to summarise"}
+        try:
+            results = self.summarise(ok, ctx)
+        except Exception as exc:  # noqa: BLE001 - with failed points missing, the fits may not be possible
+            if not failed:
+                raise
+            return {"failed_tasks": failed, "n_tasks": len(records), "incomplete": f"the fits could not be made from the {len(ok)} tasks "
+                    f"that finished: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}
+        results["failed_tasks"] = failed
+        results["n_tasks"] = len(records)
         return results
 
     def table(self, results: dict[str, Any]) -> str:

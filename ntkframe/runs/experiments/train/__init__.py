@@ -22,7 +22,7 @@ from typing import Any
 from ....flow.simulate import DEFAULT_RECORD, RECORDABLE
 from ...config import Field
 from ...data import DIGIT_LABELS, LABEL_KINDS
-from ..base import MODEL_TABLE, Experiment, require
+from ..base import MODEL_TABLE, Experiment, require, task_sizes
 from ..flow import integrator_table
 from .measure import SPACINGS, TRAIN_DATA_KINDS, TrainMeasure
 from .report import TrainReport
@@ -95,3 +95,13 @@ class Train(TrainMeasure, TrainReport, Experiment):
     description = "one gradient-flow run: loss, kernel drift, parameter drift against t (a Trajectory)"
     schema = SCHEMA
     check_config = staticmethod(check_config)
+
+    @classmethod
+    def memory_estimate(cls, config: dict[str, dict[str, Any]]) -> int:
+        """The default estimate, plus the trajectory (outputs and linearised outputs, N × k per record
+        time) and an mlp's hidden-to-hidden weights with their integrator stages (8 · depth · m²)."""
+        n, m, _d, k, s = task_sizes(config)
+        ec, mc = config["experiment"], config["model"]
+        records = len(ec["times"]) if ec.get("times") else ec["n_times"]
+        deep = 8 * mc["depth"] * m * m if mc.get("kind") == "mlp" else 0
+        return super().memory_estimate(config) + int(s * (2 * records * n * k + deep))
