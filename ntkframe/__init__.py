@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from .runs import data  # noqa: F401 - nf.data: data sets
 from .theory.predict import predict  # nf.predict(...); nf.predict.kernel_regression / .gradient_descent_mse
+from .theory.ntkgp import ntkgp  # nf.ntkgp(model, X_train, y_train, X_test, t): the NTK-GP at time t
 from .core.activations import Activation, get_activation
 from .theory.analytic import AnalyticNTK, analytic_ntk, nngp_kernel
 from .core.backend import Backend, backend_for, get_backend, list_backends, to_numpy
@@ -39,7 +40,7 @@ __all__ = [
     "MSE", "Logistic", "CrossEntropy", "Loss", "Euler", "RK4", "DormandPrince", "KernelFlow", "Integrator",
     "simulate", "Trajectory",
     "AnalyticNTK", "analytic_ntk", "nngp_kernel", "MonteCarloNTK", "MonteCarloResult", "monte_carlo_ntk",
-    "predict", "data",
+    "predict", "ntkgp", "data",
     "kernel_to_file", "open_kernel", "TorchModel", "JaxModel",
 ]
 

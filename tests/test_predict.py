@@ -1,4 +1,5 @@
-"""nf.predict: kernel regression (mean, variance) and the linearised gradient flow at time t."""
+"""nf.predict: kernel regression (mean, variance), the linearised gradient flow at time t and the NTK-GP's
+finite-t variance."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import pytest
 from scipy.integrate import solve_ivp
 
 import ntkframe as nf
-from ntkframe.theory.predict import gradient_descent_mse, kernel_regression
+from ntkframe.theory.ntkgp import ntkgp
+from ntkframe.theory.predict import gradient_descent_mse, gradient_descent_mse_ensemble, kernel_regression
 
 
 def sphere(n: int, d: int, seed: int) -> np.ndarray:
@@ -158,7 +160,35 @@ def test_predict_infinite_width(kernel, problem):
     train, test = gradient_descent_mse(K, p["y"])(3.0, 0.0, 0.0, Ks)
     np.testing.assert_allclose(at_t.mean, test, atol=1e-12)
     np.testing.assert_allclose(at_t.train, train, atol=1e-12)
-    assert at_t.variance is None
+    # the finite-t variance is the NTK-GP's (Lee et al. 2019): the NNGP prior pushed through the flow
+    gp = ntkgp(p["model"], p["X"], p["y"], p["Xs"], 3.0) if kernel == "ntk" else gradient_descent_mse_ensemble(
+        K, K, p["y"], 3.0, Ks, Ks, fn(p["model"], p["Xs"], diagonal=True))
+    np.testing.assert_allclose(at_t.variance, gp.covariance, atol=1e-12)
+    prior = nf.nngp_kernel(p["model"], p["Xs"], diagonal=True)
+    assert np.all(at_t.variance <= prior + 1e-12) and np.all(at_t.variance > 0)
+    if kernel == "nngp":  # training the last layer only: the variance falls to gp_inference's posterior at t = ∞
+        assert np.all(at_t.variance >= out.variance - 1e-12)
+
+
+def test_predict_variance_at_finite_t_moves_from_the_prior_to_the_trained_limit(problem):
+    """t = 0: the NNGP prior's variance at the test inputs; it then falls with t; the full covariance is
+    PSD with the variances on its diagonal; an array of times gives a leading time axis."""
+    p = problem
+    prior = nf.nngp_kernel(p["model"], p["Xs"], diagonal=True)
+    at0 = nf.predict(p["model"], p["X"], p["y"], p["Xs"], t=0.0)
+    np.testing.assert_allclose(at0.variance, prior, atol=1e-12)
+    np.testing.assert_allclose(at0.mean, 0.0, atol=1e-14)
+    times = np.array([0.0, 1.0, 10.0, 100.0])
+    many = nf.predict(p["model"], p["X"], p["y"], p["Xs"], t=times)
+    assert many.mean.shape == (4, 7) and many.variance.shape == (4, 7) and many.train.shape == (4, 12)
+    assert np.all(np.diff(many.variance.sum(axis=1)) < 0)
+    full = nf.predict(p["model"], p["X"], p["y"], p["Xs"], t=10.0, full_covariance=True)
+    assert full.variance.shape == (7, 7) and np.linalg.eigvalsh(full.variance).min() > -1e-10
+    np.testing.assert_allclose(np.diag(full.variance), many.variance[2], atol=1e-12)
+    # the train variance vanishes as t → ∞ (H* full rank on 12 points): at the training inputs
+    train_var = nf.predict(p["model"], p["X"], p["y"], p["X"], t=1e6).variance
+    assert train_var.max() < 1e-6 * prior.max()
+    assert nf.ntkgp is ntkgp
 
 
 def test_predict_finite_width_linearised_network(problem):

@@ -16,7 +16,11 @@ The neural-tangents ``predict`` API, in ntkframe's conventions (docs/theory.md �
   Both this and kernel regression are evaluated by the one linearised-flow solver,
   :class:`ntkframe.flow.linearised.LinearisedFlow` (docs/theory.md §4.3), the same that
   ``nf.KernelFlow`` uses inside ``nf.simulate``.
-* :func:`predict` — the convenience: from a model (and, optionally, its parameters) to predictions.
+* :func:`gradient_descent_mse_ensemble` — the NTK-GP (Lee et al. 2019, eq. 16): mean and covariance
+  over initialisations of the outputs at time t (:mod:`ntkframe.theory.ntkgp` has the formulas and
+  ``ntkgp(model, ...)``, from a model).
+* :func:`predict` — the convenience: from a model (and, optionally, its parameters) to predictions;
+  at finite t with no parameters, the NTK-GP's mean and variance.
 
 ``nf.predict`` is the function :func:`predict`, carrying the lower-level functions as attributes:
 ``nf.predict(model, X_train, y_train, X_test)`` predicts, while ``nf.predict.kernel_regression(...)``
@@ -207,21 +211,81 @@ def gradient_descent_mse(k_train_train: Any, y_train: Any, diag_reg: float = 0.0
     return predict_fn
 
 
+class NTKGP(NamedTuple):
+    """Moments of f(x, t) over initialisations: ``mean`` (M,) or (M, k) — a leading time axis for an
+    array of times — and ``covariance``, (M, M) for a full ``nngp_test_test``, the variances (M,) for
+    a diagonal one (the same for every output column: outputs are independent)."""
+
+    mean: np.ndarray
+    covariance: np.ndarray
+
+
+def _square(K: np.ndarray, n: int, name: str) -> np.ndarray:
+    if K.shape != (n, n):
+        raise ValueError(f"{name} must have shape ({n}, {n}) (a scalar kernel); got {K.shape}")
+    return K
+
+
+def gradient_descent_mse_ensemble(ntk_train_train: Any, nngp_train_train: Any, y_train: Any, t: Any,
+                                  ntk_test_train: Any = None, nngp_test_train: Any = None,
+                                  nngp_test_test: Any = None) -> NTKGP:
+    """μ_t and Σ_t (module docstring) at the test inputs, or at the training inputs when no test kernels are given.
+
+    ``ntk_train_train`` H*(X, X) and ``nngp_train_train`` K(X, X): (N, N); ``y_train``: (N,) or (N, k);
+    ``t``: a time ≥ 0, an array of times, or None for t = ∞. Test inputs: ``ntk_test_train`` H*(x, X)
+    and ``nngp_test_train`` K(x, X), (M, N), and ``nngp_test_test`` K(x, x'), (M, M) for the full
+    covariance or its diagonal (M,) for the variances. Float64 NumPy results.
+    """
+    y = _host(y_train, "y_train")
+    n = y.shape[0] if y.ndim in (1, 2) else -1
+    if n < 1:
+        raise ValueError(f"y_train must have shape (N,) or (N, k); got {y.shape}")
+    H = _square(_host(ntk_train_train, "ntk_train_train"), n, "ntk_train_train")
+    K = _square(_host(nngp_train_train, "nngp_train_train"), n, "nngp_train_train")
+    test = (ntk_test_train, nngp_test_train, nngp_test_test)
+    if all(k is None for k in test):
+        Hs, Ks, Kss = H, K, K
+    elif any(k is None for k in test):
+        raise ValueError("give all three test kernels (ntk_test_train, nngp_test_train, nngp_test_test) or none")
+    else:
+        Hs, Ks, Kss = (_host(k, name) for k, name in zip(test, ("ntk_test_train", "nngp_test_train", "nngp_test_test")))
+        if Hs.ndim != 2 or Hs.shape[1] != n or Ks.shape != Hs.shape:
+            raise ValueError(f"ntk_test_train and nngp_test_train must both have shape (M, {n}); got {Hs.shape} "
+                             f"and {Ks.shape}")
+        M = Hs.shape[0]
+        if Kss.shape not in ((M,), (M, M)):
+            raise ValueError(f"nngp_test_test must have shape ({M}, {M}) or ({M},) (its diagonal); got {Kss.shape}")
+    # A_t(x): the flow's test outputs for targets y = I from f(·, 0) = 0, (M, N) or (T, M, N)
+    A = gradient_descent_mse(H, np.eye(n))(t, 0.0, 0.0, Hs)[1]
+    mean = A @ y
+    AK = A @ K
+    if Kss.ndim == 1:
+        cov = Kss - 2.0 * np.einsum("...ij,ij->...i", A, Ks) + np.einsum("...ij,...ij->...i", AK, A)
+        return NTKGP(mean, np.maximum(cov, 0.0))
+    cross = A @ Ks.T
+    cov = Kss - cross - np.swapaxes(cross, -1, -2) + AK @ np.swapaxes(A, -1, -2)
+    return NTKGP(mean, 0.5 * (cov + np.swapaxes(cov, -1, -2)))
+
+
 def predict(model: Any, X_train: Any, y_train: Any, X_test: Any, t: Any = None, kernel: str = "ntk",
             params: dict | None = None, backend: Any = None, *, diag_reg: float = 0.0, order: int | None = None,
-            block_size: int | str | None = None) -> Prediction:
+            block_size: int | str | None = None, full_covariance: bool = False) -> Prediction:
     """Predictions of ``model`` trained on (X_train, y_train) by gradient flow on the MSE, at X_test.
 
     * ``params=None`` — infinite width: the analytic ``kernel`` (``"ntk"``: H*, ``"nngp"``: the NNGP
       kernel, i.e. training the last layer only), outputs at t = 0 equal to their mean 0.  ``t=None``
       gives kernel regression with the posterior variance (:func:`kernel_regression`); a time t gives
-      the gradient-flow mean f(x, t) (variance None: the ensemble's variance at finite t is not
-      implemented).
+      the NTK-GP of Lee et al. 2019 (:func:`gradient_descent_mse_ensemble`): the mean f(x, t) and
+      the variance over initialisations of the trained network's output (``full_covariance=True``:
+      the (M, M) covariance), with the NNGP kernel as the prior of f(·, 0) and ``kernel``'s kernel
+      driving the flow ("nngp": only the last layer trains, so both are the NNGP kernel).
     * ``params`` given — the linearised finite-width network around θ(0) = params: its empirical NTK
       (on ``backend``) and initial outputs f(x, 0) = model.apply(params, x); ``kernel`` must be "ntk".
 
     Returns :class:`Prediction` ``(mean, variance, train)``: test outputs, test variance or None, and
-    the train outputs at t — float64 NumPy, (M,) for one output, else (M, k).
+    the train outputs at t — float64 NumPy, (M,) for one output, else (M, k); a finite-t variance is
+    (M,) (or (M, M)) for every output column alike (the outputs are independent). With an array of
+    times, mean, variance and train get a leading time axis.
     """
     if kernel not in KERNELS:
         raise ValueError(f"unknown kernel {kernel!r}; allowed: {', '.join(KERNELS)}")
@@ -235,8 +299,14 @@ def predict(model: Any, X_train: Any, y_train: Any, X_test: Any, t: Any = None, 
             post = kernel_regression(Ktt, Kst, y, diag_reg, k_test_test=Kss)
             train = kernel_regression(Ktt, Ktt, y, diag_reg).mean
             return Prediction(post.mean, post.variance, train)
-        train, test = gradient_descent_mse(Ktt, y, diag_reg)(t, 0.0, 0.0, Kst)
-        return Prediction(test, None, train)
+        train = gradient_descent_mse(Ktt, y, diag_reg)(t, 0.0, 0.0, Kst)[0]
+        prior = Ktt if kernel == "nngp" else nngp_kernel(model, X_train, order=order, trace=True)
+        prior_st = Kst if kernel == "nngp" else nngp_kernel(model, X_test, X_train, order=order, trace=True)
+        prior_ss = nngp_kernel(model, X_test, order=order, trace=True, diagonal=not full_covariance)
+        if diag_reg:
+            Ktt = Ktt + diag_reg * float(np.trace(Ktt)) / Ktt.shape[0] * np.eye(Ktt.shape[0])
+        gp = gradient_descent_mse_ensemble(Ktt, prior, y, t, Kst, prior_st, prior_ss)
+        return Prediction(gp.mean, gp.covariance, train)
     if kernel != "ntk":
         raise ValueError("with params (a finite-width network) only kernel='ntk' is defined: the NNGP kernel is an "
                          "infinite-width object; pass params=None for it")
@@ -254,5 +324,7 @@ predict.kernel_regression = kernel_regression  # type: ignore[attr-defined]
 predict.gradient_descent_mse = gradient_descent_mse  # type: ignore[attr-defined]
 predict.Posterior = Posterior  # type: ignore[attr-defined]
 predict.Prediction = Prediction  # type: ignore[attr-defined]
+predict.gradient_descent_mse_ensemble = gradient_descent_mse_ensemble  # type: ignore[attr-defined]
 
-__all__ = ["Posterior", "Prediction", "kernel_regression", "gradient_descent_mse", "predict"]
+__all__ = ["Posterior", "Prediction", "NTKGP", "kernel_regression", "gradient_descent_mse",
+           "gradient_descent_mse_ensemble", "predict"]
