@@ -2,18 +2,22 @@
 
 A run config has one table per part: ``[backend]``, ``[experiment]`` (with ``kind``), and the
 tables the experiment declares (``[model]``, ``[data]``, ``[integrator]``, ...).  Each table's keys
-are :class:`Field` objects, so the configuration reference in the docs is generated from the same
-schema that validates (:func:`reference_markdown`).
+are :class:`~ntkframe.core.fields.Field` objects (the schema language, in the core so that
+registered classes declare their own keys with it), so the configuration reference in the docs is generated from the same
+schema that validates (:func:`reference_markdown`).  A :class:`KindTable` (``[model]``, ``[loss]``,
+``[integrator]``, ``[kernel]``) takes its ``kind`` from a plugin registry and its other keys from the
+chosen class's ``config_fields``, so a plugin's class is configured exactly like a built-in one; a
+:class:`Refused` table is one an experiment rejects, with the reason.
 """
 
 from __future__ import annotations
 
-import math
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Mapping, Optional, Union
 
+from ..core.fields import Field, _known_registry
 from ..errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -21,214 +25,79 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-_TYPE_NAMES = {int: "integer", float: "number", str: "string", bool: "boolean", list: "list", dict: "table"}
+__all__ = ["Field", "KindTable", "Refused", "Schema", "COMMON", "class_fields", "load_toml", "validate",
+           "reference_markdown"]
 
 
 @dataclass(frozen=True)
-class Field:
-    """One configuration key: its type, default, help text and the values allowed.
+class KindTable:
+    """A table whose ``kind`` names a class in the plugin registry ``registry`` and whose other keys are
+    that class's ``config_fields`` (a list of :class:`Field`): a plugin's class is selected and
+    validated exactly like a built-in one, and the reference lists every registered kind's keys.
 
-    The constraints are declared, not written as functions, so that validation and the generated
-    configuration reference (:func:`reference_markdown`) say the same thing:
-
-    ``choices``
-        a fixed tuple of allowed values (for a list: allowed entries);
-    ``choices_from``
-        the name of a plugin registry (``"activations"``, ``"losses"``, ...): the allowed values
-        are the names registered there *when the config is validated*, so a plugin's names count;
-    ``positive`` / ``minimum`` / ``open_interval``
-        value > 0, value ≥ ``minimum``, or ``a < value < b`` (for a list: every entry);
-    ``interval``
-        the same in interval notation, for the half-open cases: ``"[0, 1)"``;
-    ``unique`` / ``increasing``
-        list entries pairwise distinct (they become task keys) / strictly increasing;
-    ``check``
-        a last resort for rules none of the above states: ``check(value)`` returns a problem or None.
+    ``common``: keys the experiment adds whatever the kind (replacing a class field of the same name);
+    ``provided``: class fields the experiment fills in itself (d from ``[data]``, the swept width m),
+    which are therefore not keys of the table; ``kinds``: the only names allowed here (None: every
+    registered one); ``accepts(cls)``: why a registered class cannot serve here, or None;
+    ``defaults``: this experiment's defaults for keys of any kind; ``adapt(cls, fields)``: the fields
+    after class-dependent rules (an automatic step for integrators with a stability interval).
     """
 
-    name: str
-    type: type
-    default: Any
+    registry: str
+    default: str
     help: str
-    choices: Optional[tuple] = None
-    item_type: Optional[type] = None
-    positive: bool = False
-    nullable: bool = False
-    check: Optional[Callable[[Any], Optional[str]]] = None
-    choices_from: Optional[str] = None
-    minimum: Optional[float] = None
-    open_interval: Optional[tuple[float, float]] = None
-    interval: Optional[str] = None
-    unique: bool = False
-    increasing: bool = False
+    common: tuple[Field, ...] = ()
+    provided: tuple[str, ...] = ()
+    kinds: Optional[tuple[str, ...]] = None
+    accepts: Optional[Callable[[type], Optional[str]]] = None
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    adapt: Optional[Callable[[type, list[Field]], list[Field]]] = None
 
-    def __post_init__(self) -> None:
-        bounds = [self.positive, self.minimum is not None, self.open_interval is not None, self.interval is not None]
-        if sum(bounds) > 1:
-            raise ValueError(f"Field {self.name!r}: give at most one of positive, minimum, open_interval, interval")
-        if (self.unique or self.increasing) and self.type is not list:
-            raise ValueError(f"Field {self.name!r}: unique and increasing apply to lists only")
-        _interval(self)  # a malformed interval fails here, at import, not when a config is read
+    def kind_field(self) -> Field:
+        if self.kinds is not None:
+            return Field("kind", str, self.default, self.help, choices=self.kinds)
+        return Field("kind", str, self.default, self.help, choices_from=_known_registry(self.registry))
 
-    def describe_type(self) -> str:
-        """The type and every constraint, as the configuration reference shows them."""
-        text = _TYPE_NAMES.get(self.type, self.type.__name__)
-        if self.type is list and self.item_type is not None:
-            text = f"list of {_TYPE_NAMES.get(self.item_type, self.item_type.__name__)}s"
-        allowed = self.allowed()
-        if allowed:
-            text += " (" + allowed + ")"
-        bound = _interval(self)
-        if bound is not None:
-            text += f", each {bound.text()}" if self.type is list else f" {bound.text()}"
-        if self.unique:
-            text += ", distinct"
-        return text + (", strictly increasing" if self.increasing else "")
+    def available(self) -> list[str]:
+        """The registered names this table accepts now, in registry order."""
+        from ..plugins import registry
 
-    def allowed(self) -> str:
-        """The allowed values as text ('' when any value of the type is allowed)."""
-        if self.choices:
-            return " | ".join(repr(c) for c in self.choices)
-        if self.choices_from:
-            names = " | ".join(map(repr, _registered(self.choices_from)))
-            return f"a registered {_singular(self.choices_from)}: {names}"
-        return ""
+        reg = registry(self.registry)
+        names = [n for n in reg.names() if self.kinds is None or n in self.kinds]
+        return [n for n in names if self.accepts is None or self.accepts(reg.get(n)) is None]
 
-    def validate(self, value: Any, where: str) -> Any:
-        """The value, coerced to the field's type; a ConfigError naming ``where``, the key and what is allowed."""
-        if value is None and self.nullable:
-            return None
-        key = f"{where}: key {self.name!r}"
-        value = _coerce(value, self.type, key, self.describe_type())
-        if self.type is list and self.item_type is not None:
-            value = [_coerce(v, self.item_type, f"{key}[{i}]", _TYPE_NAMES.get(self.item_type, "value"))
-                     for i, v in enumerate(value)]
-            if not value:
-                raise ConfigError(f"{key} must not be empty")
-        entries = value if self.type is list else [value]
-        bound = _interval(self)
-        if bound is not None:
-            bad = [v for v in entries if not bound.contains(v)]
-            if bad:
-                who = "every entry must" if self.type is list else "must"
-                raise ConfigError(f"{key} = {value!r}: {who} {bound.requirement()}")
-        if self.choices is not None:
-            bad = [v for v in entries if v not in self.choices]
-            if bad:
-                shown = ", ".join(map(repr, self.choices))
-                if self.type is list:
-                    raise ConfigError(f"{key} = {value!r}: unknown {', '.join(map(repr, bad))}; allowed: {shown}")
-                raise ConfigError(f"{key} = {value!r}; allowed: {shown}")
-        if self.choices_from is not None:
-            from ..plugins import registry
+    def fields(self, kind: str, where: str = "<config>") -> list[Field]:
+        """The keys of this table when ``kind`` (already validated as a name) is chosen."""
+        from ..plugins import registry
 
-            reg = registry(_known_registry(self.choices_from))
-            bad = [v for v in entries if v not in reg]  # as the registry looks names up: case-insensitively
-            if bad:  # worded as the registry's own error: "unknown activation; allowed: erf, gelu, ..."
-                what = ", ".join(map(repr, bad)) if self.type is list else _singular(self.choices_from)
-                raise ConfigError(f"{key} = {value!r}: unknown {what}; allowed: {', '.join(reg.names())}")
-        if self.unique and len(set(value)) != len(value):
-            repeated = ", ".join(map(repr, sorted({v for v in value if value.count(v) > 1})))
-            raise ConfigError(f"{key} = {value!r}: entries must be distinct (repeated: {repeated})")
-        if self.increasing and any(b <= a for a, b in zip(value, value[1:])):
-            raise ConfigError(f"{key} = {value!r}: {self.name} must be strictly increasing")
-        if self.check is not None:
-            problem = self.check(value)
-            if problem:
-                raise ConfigError(f"{key} = {value!r}: {problem}")
-        return value
+        cls = registry(self.registry).get(kind)
+        why = self.accepts(cls) if self.accepts is not None else None
+        if why:
+            raise ConfigError(f"{where}: key 'kind' = {kind!r}: {why}; allowed here: {', '.join(self.available())}")
+        taken = {f.name for f in self.common} | set(self.provided) | {"kind"}
+        out = [self.kind_field(), *self.common, *(f for f in class_fields(cls) if f.name not in taken)]
+        out = [replace(f, default=self.defaults[f.name]) if f.name in self.defaults else f for f in out]
+        return self.adapt(cls, out) if self.adapt is not None else out
 
 
 @dataclass(frozen=True)
-class _Interval:
-    """lo <(=) value <(=) hi, either end possibly infinite."""
+class Refused:
+    """A table an experiment does not take: a config that has it fails with ``reason``."""
 
-    lo: float
-    hi: float
-    lo_closed: bool
-    hi_closed: bool
-
-    def contains(self, v: float) -> bool:
-        above = v >= self.lo if self.lo_closed else v > self.lo
-        return above and (v <= self.hi if self.hi_closed else v < self.hi)
-
-    def two_sided(self) -> bool:
-        return math.isfinite(self.lo) and math.isfinite(self.hi)
-
-    def text(self) -> str:
-        if not self.two_sided():
-            if math.isfinite(self.lo):
-                return f"{'>=' if self.lo_closed else '>'} {self.lo:g}"
-            return f"{'<=' if self.hi_closed else '<'} {self.hi:g}"
-        return f"in {'[' if self.lo_closed else '('}{self.lo:g}, {self.hi:g}{']' if self.hi_closed else ')'}"
-
-    def requirement(self) -> str:
-        """What a value must do, as an error message says it."""
-        if not self.two_sided():
-            return f"be {self.text()}"
-        if not (self.lo_closed or self.hi_closed):
-            return f"lie strictly between {self.lo:g} and {self.hi:g}"
-        return f"lie {self.text()}"
+    reason: str
 
 
-def _interval(f: Field) -> Optional[_Interval]:
-    """The numeric bound a Field declares (positive, minimum, open_interval or interval), or None."""
-    if f.positive:
-        return _Interval(0.0, math.inf, False, False)
-    if f.minimum is not None:
-        return _Interval(float(f.minimum), math.inf, True, False)
-    if f.open_interval is not None:
-        lo, hi = f.open_interval
-        return _Interval(float(lo), float(hi), False, False)
-    if f.interval is not None:
-        text = f.interval.strip()
-        try:
-            lo, hi = (float(v) for v in text[1:-1].split(","))
-        except ValueError:
-            lo = hi = math.nan
-        if text[:1] not in "[(" or text[-1:] not in ")]" or not lo < hi:
-            raise ValueError(f"Field {f.name!r}: interval {f.interval!r} is not like '[0, 1)' or '(0, inf)'")
-        return _Interval(lo, hi, text[0] == "[", text[-1] == "]")
-    return None
+def class_fields(cls: Any) -> list[Field]:
+    """A registered class's ``config_fields`` (none declared: no keys), checked to be Fields."""
+    own = list(getattr(cls, "config_fields", None) or [])
+    bad = [f for f in own if not isinstance(f, Field)]
+    if bad:
+        raise ConfigError(f"{getattr(cls, '__qualname__', cls)}.config_fields must hold ntkframe.runs.config.Field "
+                          f"objects; got {bad[0]!r}")
+    return own
 
 
-def _known_registry(kind: str) -> str:
-    from ..plugins import KINDS
-
-    if kind not in KINDS:
-        raise ValueError(f"unknown plugin registry {kind!r}; allowed: {', '.join(KINDS)}")
-    return kind
-
-
-def _registered(kind: str) -> list[str]:
-    """The names registered in plugin registry ``kind`` now (plugins' names included)."""
-    from ..plugins import registry
-
-    return list(registry(_known_registry(kind)).names())
-
-
-def _singular(kind: str) -> str:
-    """'activations' -> 'activation', 'losses' -> 'loss', 'kernel_estimators' -> 'kernel estimator'."""
-    return (kind[:-2] if kind.endswith("sses") else kind[:-1]).replace("_", " ")
-
-
-def _coerce(value: Any, typ: type, where: str, expected: str) -> Any:
-    if typ is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if typ is int and isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if typ is bool and not isinstance(value, bool):
-        raise ConfigError(f"{where} = {value!r} is not a boolean (true or false)")
-    if typ in (int, float) and isinstance(value, bool):
-        raise ConfigError(f"{where} = {value!r} is a boolean; expected a {expected}")
-    if not isinstance(value, typ):
-        raise ConfigError(f"{where} = {value!r} ({type(value).__name__}); expected a {expected}")
-    if typ is float and not math.isfinite(value):
-        raise ConfigError(f"{where} = {value!r} must be finite")
-    return value
-
-
-Schema = dict[str, list[Field]]
+Schema = dict[str, Union[list[Field], KindTable, Refused]]
 
 BACKEND_TABLE = [
     Field("name", str, "numpy", "backend plugin to run on (`ntkframe plugins` lists them)"),
@@ -261,23 +130,36 @@ def load_toml(path: str | Path) -> dict[str, Any]:
 
 
 def validate(raw: dict[str, Any], schema: Schema, source: str = "<config>") -> dict[str, dict[str, Any]]:
-    """Check ``raw`` against ``schema``; fill defaults. Unknown tables/keys and bad values raise ConfigError."""
+    """Check ``raw`` against ``schema``; fill defaults. Unknown tables/keys and bad values raise ConfigError.
+
+    A :class:`KindTable`'s ``kind`` (default: its ``default``) picks the class whose ``config_fields``
+    the table's other keys are checked against; a :class:`Refused` table present in ``raw`` is an
+    error with the experiment's reason, and absent from the result.
+    """
     out: dict[str, dict[str, Any]] = {}
     for table, value in raw.items():
         if table not in schema:
-            raise ConfigError(f"{source}: unknown table [{table}]; allowed: {', '.join('[' + t + ']' for t in schema)}")
+            taken = (t for t, spec in schema.items() if not isinstance(spec, Refused))
+            raise ConfigError(f"{source}: unknown table [{table}]; allowed: {', '.join('[' + t + ']' for t in taken)}")
         if not isinstance(value, dict):
             raise ConfigError(f"{source}: [{table}] must be a table, got {value!r}")
-    for table, fields in schema.items():
+    for table, spec in schema.items():
         given = dict(raw.get(table, {}))
+        where, label = f"{source} [{table}]", f"[{table}]"
+        if isinstance(spec, Refused):
+            if table in raw:
+                raise ConfigError(f"{where}: this experiment takes no [{table}] table: {spec.reason}")
+            continue
+        if isinstance(spec, KindTable):
+            given["kind"] = spec.kind_field().validate(given.get("kind", spec.default), where)
+            fields, label = spec.fields(given["kind"], where), f"[{table}] (kind = {given['kind']!r})"
+        else:
+            fields = spec
         known = {f.name: f for f in fields}
         for key in given:
             if key not in known:
-                raise ConfigError(
-                    f"{source}: unknown key {key!r} in [{table}]; allowed: {', '.join(sorted(known))}"
-                )
-        out[table] = {f.name: f.validate(given[f.name], f"{source} [{table}]") if f.name in given else f.default
-                      for f in fields}
+                raise ConfigError(f"{source}: unknown key {key!r} in {label}; allowed: {', '.join(sorted(known))}")
+        out[table] = {f.name: f.validate(given[f.name], where) if f.name in given else f.default for f in fields}
     return out
 
 
@@ -286,14 +168,28 @@ def reference_markdown(schemas: dict[str, Schema], cell: Callable[[str], str] = 
 
     The type column shows every constraint the key's :class:`Field` declares (allowed values,
     registry names, bounds, distinct, increasing); ``cell`` escapes a cell's text for the renderer
-    (the Sphinx extension escapes ``|`` and ``<`` for MyST).
+    (the Sphinx extension escapes ``|`` and ``<`` for MyST).  A :class:`KindTable` shows its ``kind``
+    and common keys, then the keys of every kind registered now (plugins' included) under
+    ``[table] kind = "name"``; a :class:`Refused` table shows the reason.
     """
     head = ["| table | key | type | default | meaning |", "|---|---|---|---|---|"]
+
+    def row(label: str, f: Field) -> str:
+        return (f"| {label} | `{f.name}` | {cell(f.describe_type())} | `{cell(repr(f.default))}` | "
+                f"{cell(f.help)} |")
+
     rows = []
     for title, schema in schemas.items():
         rows += [f"\n### {title}\n", *head]
-        for table, fields in schema.items():
-            for f in fields:
-                rows.append(f"| [{table}] | `{f.name}` | {cell(f.describe_type())} | `{cell(repr(f.default))}` | "
-                            f"{cell(f.help)} |")
+        for table, spec in schema.items():
+            if isinstance(spec, Refused):
+                rows.append(f"| [{table}] | — | not taken | | {cell(spec.reason)} |")
+            elif isinstance(spec, KindTable):
+                rows += [row(f"[{table}]", f) for f in (spec.kind_field(), *spec.common)]
+                shared = {"kind"} | {f.name for f in spec.common}
+                for kind in spec.available():
+                    rows += [row(f"[{table}] kind = {cell(repr(kind))}", f) for f in spec.fields(kind)
+                             if f.name not in shared]
+            else:
+                rows += [row(f"[{table}]", f) for f in spec]
     return "\n".join(rows) + "\n"
