@@ -26,18 +26,19 @@ from ntkframe.runs.rundir import RunContext
 from ntkframe.runs.sweep import Runner, Task, execute, task_seed
 
 SEEDS = 16
-CFG = f"""
+WIDTH_SWEEP = """
 [backend]
 name = "numpy"
 [experiment]
 kind = "width"
-widths = [16, 64]
-reference_width = 8192
-seeds = {SEEDS}
+widths = {widths}
+reference_width = {reference}
+seeds = {seeds}
 [data]
-n = 64
+n = {n}
 d = 4
 """
+CFG = WIDTH_SWEEP.format(widths=[16, 64], reference=8192, seeds=SEEDS, n=64)
 NOT_MEASURED = ("wall_time_s", "provenance", "executor")
 
 
@@ -79,11 +80,15 @@ def _close(x, y) -> bool:
     return x == y
 
 
+def _config_file(tmp_path_factory, text: str, name: str) -> Path:
+    path = tmp_path_factory.mktemp(name) / f"{name}.toml"
+    path.write_text(text)
+    return path
+
+
 @pytest.fixture(scope="module")
 def config(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("cfg") / "sweep.toml"
-    path.write_text(CFG)
-    return path
+    return _config_file(tmp_path_factory, CFG, "sweep")
 
 
 @pytest.fixture(scope="module")
@@ -318,3 +323,77 @@ def test_provenance_records_the_backends_own_blas():
         if nf.list_backends()[name]["available"]:
             other = nf.get_backend(name)
             assert provenance(other)["blas"] == other.blas_info() != blas  # torch's MKL is not NumPy's OpenBLAS
+
+
+# -- fault injection: SIGKILL at a random point, resume, compare bit for bit ---------------------------
+
+FAULT_SEEDS = 10
+FAULT_CFG = WIDTH_SWEEP.format(widths=[8, 32], reference=2048, seeds=FAULT_SEEDS, n=32)
+PINNED = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "NTKFRAME_NUM_THREADS": "1"}
+
+
+def _cli_run(*args: str, **kw) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), **PINNED)
+    return subprocess.Popen([sys.executable, "-m", "ntkframe.runs.cli", "run", *args, "--no-progress"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def _finish(proc: subprocess.Popen) -> str:
+    out, err = proc.communicate(timeout=180)
+    assert proc.returncode == 0, err
+    return out
+
+
+@pytest.fixture(scope="module")
+def fault_config(tmp_path_factory) -> Path:
+    return _config_file(tmp_path_factory, FAULT_CFG, "fault")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(fault_config, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("uninterrupted") / "run"
+    _finish(_cli_run(str(fault_config), "--out", str(out)))
+    return out
+
+
+def _payloads(run: Path) -> dict:
+    docs = [json.loads(f.read_text()) for f in (run / "tasks").glob("*.json")]
+    return {d["key"]: d["payload"] for d in docs}
+
+
+@pytest.mark.parametrize("executor", ["serial", "processes"])
+def test_a_sweep_killed_at_a_random_point_resumes_to_the_uninterrupted_result_bit_for_bit(
+        executor, fault_config, uninterrupted, tmp_path):
+    seed = int(os.environ.get("NTKFRAME_FAULT_SEED", time.time_ns() % 2**32))
+    kill_after = np.random.default_rng(seed).integers(1, FAULT_SEEDS - 1)  # records on disk when killed
+    where = f"(NTKFRAME_FAULT_SEED={seed}: killed after {kill_after} records)"
+    run = tmp_path / "run"
+    proc = _cli_run(str(fault_config), "--out", str(run), "--executor", executor, "--workers", "2")
+    deadline = time.monotonic() + 120
+    try:
+        while len(list((run / "tasks").glob("*.json"))) < kill_after:
+            assert proc.poll() is None, f"the run ended before it was killed {where}: {proc.stderr.read()}"
+            assert time.monotonic() < deadline, f"no progress within 120 s {where}"
+            time.sleep(0.002)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+    assert proc.returncode == -signal.SIGKILL
+    survived = _payloads(run)
+    assert 1 <= len(survived) < FAULT_SEEDS, where
+    assert (run / ".ntkframe.lock").exists(), "the killed run held the folder's lock"
+
+    out = _finish(_cli_run("--resume", str(run), "--executor", executor, "--workers", "2"))
+    assert f"reusing {len(survived)} of {FAULT_SEEDS} finished tasks" in out, where
+    assert "took over the lock of process" in out
+    # bit for bit: task records, results (but time, provenance, executor) and arrays
+    final, reference = _payloads(run), _payloads(uninterrupted)
+    assert final == reference, where
+    assert {k: final[k] for k in survived} == survived, "a finished task was rerun " + where
+    assert measured(run) == measured(uninterrupted), where
+    with np.load(run / "arrays.npz") as a, np.load(uninterrupted / "arrays.npz") as b:
+        assert sorted(a.files) == sorted(b.files)
+        assert all(np.array_equal(a[k], b[k]) and a[k].dtype == b[k].dtype for k in a.files), where
+    assert not (run / ".ntkframe.lock").exists() and not list((run / "tasks").glob(".*"))

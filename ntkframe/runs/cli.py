@@ -190,7 +190,9 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point: errors of ntkframe print as one clear line, not a traceback."""
     try:
         _add_plugin_commands()
-        cli.main(args=argv, prog_name="ntkframe", standalone_mode=False)
+        code = cli.main(args=argv, prog_name="ntkframe", standalone_mode=False)
+        if isinstance(code, int) and code:  # a command's click Exit (e.g. run's EXIT_TASKS_FAILED)
+            sys.exit(code)
     except click.exceptions.Abort:
         sys.exit(130)
     except click.exceptions.ClickException as exc:
