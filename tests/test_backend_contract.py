@@ -8,7 +8,7 @@ The rule (docs/backends.md, keras 3's one file per concern per backend):
 * a backend whose framework has automatic differentiation (``Backend.autodiff``) adds
   ``autodiff.py`` (the generic paths), one without has none;
 * any other module is a private helper (``_name.py``, e.g. NumPy's ctypes BLAS) or an extension
-  that the package's ``__init__`` names (in its docstring, e.g. torch's ``layers.py``, or in a hook
+  that the package's ``__init__`` names (in its docstring, e.g. torch's ``layers/`` package, or in a hook
   that registers it).
 """
 
@@ -48,8 +48,9 @@ def test_package_has_the_contract_files(name):
     if not cls.autodiff:
         assert "autodiff.py" not in files, f"{package.name} has autodiff.py but its backend says autodiff=False"
     init = (package / "__init__.py").read_text()
-    for extra in sorted(files - expected):
-        assert extra.startswith("_") or f".{extra[:-3]}" in init, (
+    subpackages = {p.parent.name + "/" for p in package.glob("*/__init__.py")}
+    for extra in sorted((files - expected) | subpackages):
+        assert extra.startswith("_") or f".{extra[:-3] if extra.endswith('.py') else extra[:-1]}" in init, (
             f"{package.name}/{extra} is neither a contract file, a private helper nor an extension named in "
             "the package's __init__")
 

@@ -1,4 +1,4 @@
-"""The structured Jacobian-Gram of torch modules (plugins/ntkframe_torch/layers.py) against explicit
+"""The structured Jacobian-Gram of torch modules (plugins/ntkframe_torch/layers/) against explicit
 per-parameter Jacobians J1 J2ᵀ (torch.func.jacrev over functional_call), on every layer rule."""
 
 from __future__ import annotations
@@ -263,7 +263,7 @@ def test_sample_coupling_refused():
 
 
 def test_chunked_rows_and_tiles(monkeypatch):
-    import ntkframe_torch.layers as L
+    import ntkframe_torch.layers.record as L
 
     m, X = build("conv2d_a", 3, torch.float64)
     ref = explicit_ntk(m, X)
