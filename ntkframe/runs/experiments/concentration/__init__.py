@@ -8,8 +8,9 @@ P(‖H(0) − H*‖ ≤ ε) ≥ 1 − δ.  Read the other way, at fixed n and co
 so ‖H(0) − H*‖ falls like m^(−1/2) and grows at most like n√log(n/δ) (the bound comes from entrywise
 Hoeffding and a union bound over the n² entries, ‖·‖₂ ≤ ‖·‖_F ≤ n·max|ΔH_ij|, so the same shape bounds
 the Frobenius norm).  H(0) = (1/m) Σ_r Z_r is a mean of m i.i.d. matrices with mean H* (the two-layer
-net's empirical kernel is unbiased, docs/theory.md §3), so the m^(−1/2) rate is exact, not just a bound; the
-n-dependence is an upper bound, and the measured exponent is reported beside it, never bent toward it.
+net's empirical kernel is unbiased, docs/theory.md §3), so its root-mean-square Frobenius error is exactly c/√m (the
+mean spectral norm follows m^(−1/2) asymptotically); the n-dependence is an upper bound, and the
+measured exponent is reported beside it, never bent toward it.
 
 What a run measures, for TwoLayerNet on n inputs on the unit sphere S^(d−1) (nested: the first n rows
 of one draw, so a larger n adds points), for every width m, every n and every seed replicate s:
@@ -21,7 +22,8 @@ the others).  Tasks: one per (m, n, s), key ``m=<m>/n=<n>/seed=<s>``; the networ
 ``m=<m>/seed=<s>`` only, so one replicate's network is the same for every n (its kernel on n points is
 a principal submatrix of its kernel on more points).
 
-Fits (log-log, bootstrap over seeds): each norm against m at every n (exact rate −1/2) and against n
+Fits (log-log, a t interval over per-seed slopes): each norm against m at every n (rate −1/2: exact for the
+RMS Frobenius error, asymptotic for the mean norms) and against n
 at every m (bound: the effective exponent of n√log(n/δ) over the measured n, about 1 + 1/(2 log(n/δ));
 for the relative norms the bound's shape divided by ‖H*‖).
 

@@ -27,15 +27,19 @@ Measured at every configured time t, for every width m and seed replicate, as ro
 distances ‖a − b‖₂/√(number of points) on the training inputs and on the test inputs:
 ‖f_net − f_lin‖, ‖f_lin − f_H*‖, ‖f_net − f_H*‖, ‖f_lin − f̄_H*‖ (test), the training loss and the
 test MSE of each predictor, and ‖H(0) − H*‖_F/‖H*‖_F.  Power laws against m are fitted in log-log with
-bootstrap intervals over seeds.  Tasks: one per (m, replicate), key ``m=<m>/seed=<s>``.
+t intervals over per-seed slopes.  Tasks: one per (m, replicate), key ``m=<m>/seed=<s>``.
 
-Data (``[data] dataset``): ``regression_1d`` (default) — angles t on a circle of the unit sphere,
+Data (``[data] dataset``): ``teacher`` (default) — unit-sphere inputs labelled by a random two-layer
+teacher, fresh sphere points as test inputs; with N = 16 points in d = 64, λ_min(H*) ≈ 0.27 lies above
+the kernel's fluctuation ‖H(0) − H*‖₂ from m ≈ 1000 on, so the claims can be tested (the report
+prints both and warns when they cannot).  ``regression_1d`` — angles t on a circle of the unit sphere,
 x = (cos t, sin t, ℓ)/√(1 + ℓ²) (ℓ = ``lift``), y = sin(k t) + cos(t)/2 (k = ``frequency``), test
 inputs on an even grid of angles, so the figure shows the three predictors as functions of the angle.
 The lift acts as a bias: without it (ℓ = 0) the NTK of a bias-free two-layer net with softplus or relu
 has zero eigenvalues on every odd frequency ≥ 3 (σ(z) − z/2 is even for both), and tanh's on every even
-frequency, so such targets cannot be learnt at all.  ``teacher`` — unit-sphere inputs labelled by a
-random two-layer teacher (docs/theory.md default), fresh sphere points as test inputs.
+frequency, so such targets cannot be learnt at all; the smooth kernels are nearly band-limited on the circle, so
+H* is nearly singular there (λ_min(H*)/N ≈ 1e-17 with N = 32) and the late-time gaps test the data,
+not the theory.
 
 The package: :mod:`.measure` (tasks: the three predictors of one network), :mod:`.analyse` (the fits
 against m, H*'s conditioning), :mod:`.report` (table, figure, report.md).
@@ -55,19 +59,19 @@ __all__ = ["Linearisation", "GAPS", "EXTRA", "DATASETS", "INTEGRATORS"]
 
 SCHEMA = {
     "experiment": [
-        widths_field([64, 256, 1024, 4096]),
+        widths_field([512, 2048, 8192]),
         Field("seeds", int, 8, "independent initialisations per width", positive=True),
         Field("seed", int, 0, "base seed; network seeds derive from it"),
-        Field("times", list, [10.0, 100.0, 1000.0], "training times t (gradient-flow time, mean loss)",
+        Field("times", list, [1.0, 10.0, 100.0], "training times t (gradient-flow time, mean loss)",
               item_type=float, positive=True, increasing=True),
     ],
     "model": THEORY_MODEL_TABLE,
     "data": [
-        Field("dataset", str, "regression_1d", "regression_1d (a circle on the sphere) or teacher (sphere)",
-              choices=DATASETS),
-        Field("n", int, 32, "number of training inputs N", positive=True),
-        Field("n_test", int, 128, "number of test inputs (regression_1d: an even grid of angles)", positive=True),
-        Field("d", int, 3, "input dimension d (regression_1d: 2 without lift, ≥ 3 with)", positive=True),
+        Field("dataset", str, "teacher", "teacher (sphere; well conditioned when d is large against N) or "
+              "regression_1d (a circle on the sphere: H* nearly singular)", choices=DATASETS),
+        Field("n", int, 16, "number of training inputs N", positive=True),
+        Field("n_test", int, 64, "number of test inputs (regression_1d: an even grid of angles)", positive=True),
+        Field("d", int, 64, "input dimension d (regression_1d: 2 without lift, ≥ 3 with)", positive=True),
         Field("seed", int, 0, "seed of the data set"),
         Field("lift", float, 1.0, "regression_1d: the constant third coordinate ℓ (a bias); 0 for the "
               "plain circle", minimum=0),
