@@ -5,8 +5,9 @@ For every *variant* (an example config with a few overrides) this script writes 
 runs it with :func:`ntkframe.runs.experiments.run_experiment`, and copies into ``docs/figures/<variant>/``
 
 - the run's PNG figures, unchanged;
-- ``summary.md``: a small Markdown table of the fitted exponents (with their 95 % intervals) beside
-  the theory's value, read from the run's ``results.json``; the tutorials include it;
+- ``summary.md``: a small Markdown table of the fitted exponents (with their 95 % t intervals over
+  per-seed slopes) beside the theory's value and the verdict, read from the run's ``results.json``;
+  the tutorials include it;
 - ``report.md``: the experiment's own full report of the run.
 
 Nothing in ``docs/figures/`` is drawn by hand: rerun this script to refresh it.
@@ -130,23 +131,39 @@ def _no_fits(items: list[tuple[str, str | None]]) -> list[str]:
     return ["", *(f"No fit for {what}: {why}." for what, why in items)] if items else []
 
 
+def _word(fit: dict[str, Any] | None, theory: float | None, bound: bool = True) -> str:
+    """The verdict's word (consistent / NOT consistent / undecided (K seeds) / reported), as the reports give it."""
+    from ntkframe.runs.experiments.verdicts import judge
+
+    if not fit:
+        return "—"
+    v = judge(fit, theory, bound=bound)
+    return v["verdict"] + (f" (seeds needed ≈ {v['seeds_needed']})" if v["verdict"] == "undecided" and v["seeds_needed"]
+                           else "")
+
+
+HEAD = ["quantity", "against", "at", "measured slope", "95% CI", "theory", "verdict"]
+
+
 def summary_drift(res: dict[str, Any], cfg: dict[str, Any]) -> list[str]:
-    smooth = res.get("activation_smooth")
+    from ntkframe.runs.experiments.drift.analyse import drift_setting
+
+    setting = drift_setting(cfg["model"])
     rows = []
     for s in res["fits"].values():
         fixed = ", ".join(f"{k} = {v:g}" for k, v in s["fixed"].items())
-        if s["axis"] == "N" and s["metric"] == "kernel_drift":
-            theory = "2 to 3 (bound)"
-        elif s["axis"] == "N" and s["metric"] == "kernel_drift_rel":
-            theory = "1 to 2 (bound)"
-        elif s["theory_slope"] is None:
-            theory = "no claim"
-        else:
-            theory = f"≤ {s['theory_slope']:g} (bound)"
-        if smooth is False and theory != "no claim":
-            theory = f"none for {res['activation']} (smooth σ: {theory.replace(' (bound)', '')})"
-        rows.append([s["symbol"], s["axis"], fixed, _exp(s["fit"]), _ci(s["fit"]), theory])
-    return _table(["quantity", "against", "at", "measured slope", "95% CI", "theory"], rows) + _no_fits(
+        theory, word = "no claim", _word(s["fit"], None)
+        if s["axis"] == "N" and s["metric"] == "kernel_drift" and setting["n_bounds"]:
+            theory = " or ".join(f"≤ {p:g}" for p in setting["n_bounds"]) + " (bound)"
+            word = "; ".join(f"N^{p:g}: {_word(s['fit'], p)}" for p in setting["n_bounds"])
+        elif s["theory_slope"] is not None:
+            theory, word = f"≤ {s['theory_slope']:g} (bound)", _word(s["fit"], s["theory_slope"])
+        if setting["kind"] == "none":
+            theory = f"none for {res['activation']}"
+        rows.append([s["symbol"], s["axis"], fixed, _exp(s["fit"]), _ci(s["fit"]), theory, word])
+    theorem = {"smooth": "the smooth bound of docs/theory.md §4.1", "du": "Du et al. 2019, Lemmas 3.2–3.3",
+               "none": "no theorem covers this setting"}[setting["kind"]]
+    return [f"Bound: {theorem}.", ""] + _table(HEAD, rows) + _no_fits(
         [(f"{s['symbol']} against {s['axis']}", s.get("error")) for s in res["fits"].values() if not s["fit"]])
 
 
@@ -156,21 +173,21 @@ def summary_concentration(res: dict[str, Any], cfg: dict[str, Any]) -> list[str]
     for k in ("spectral", "frobenius"):
         for n in ns:
             f = res["fits_vs_m"][k][str(n)]
-            rows.append([res["metrics"][k], "m", f"n = {n}", _exp(f), _ci(f), "-0.5 (exact rate)"])
+            rows.append([res["metrics"][k], "m", f"n = {n}", _exp(f), _ci(f), "-0.5 (asymptotic rate)",
+                         _word(f, -0.5, bound=False)])
     for k in ("spectral", "frobenius"):
         tn = res["theory_slope_n"].get(k)
         f = res["fits_vs_n"][k][str(widths[-1])]
         rows.append([res["metrics"][k], "n", f"m = {widths[-1]}", _exp(f), _ci(f),
-                     f"≤ {_num(tn)} (bound n√log(n/δ))"])
+                     f"≤ {_num(tn)} (bound n√log(n/δ))", _word(f, tn) if tn is not None else "—"])
     prob = res["probability"]
     cr = prob.get("crossing") or {}
     f = cr.get("fit")
     rows.append(["crossing width m*", "n² log(n/δ)/ε²", f"ε = {_num(prob.get('epsilon'), '.3g')}, δ = {prob['delta']:g}",
-                 _exp(f), _ci(f), "≤ 1 (bound)"])
+                 _exp(f), _ci(f), "≤ 1 (bound)", _word(f, 1.0)])
     why = None if f else ("crossings per n: " + ", ".join(f"n = {n}: {st}" for n, st in zip(ns, cr.get("status", [])))
                           + " (ok: inside the sweep; below/above: censored at the smallest/largest width)")
-    return _table(["quantity", "against", "at", "measured slope", "95% CI", "theory"], rows) + _no_fits(
-        [("the crossing width", why)] if why else [])
+    return _table(HEAD, rows) + _no_fits([("the crossing width", why)] if why else [])
 
 
 def summary_linearisation(res: dict[str, Any], cfg: dict[str, Any]) -> list[str]:
@@ -182,27 +199,36 @@ def summary_linearisation(res: dict[str, Any], cfg: dict[str, Any]) -> list[str]
         theory = "no claim" if slope is None else (f"≤ {slope:g} (bound)" if bound else f"{slope:g}")
         for t, f in zip(times, res["fits"][k]):
             if t == times[-1] or k in ("gap_net_lin_test", "gap_lin_hstar_test"):
-                rows.append([sym, f"t = {t:g}", _exp(f), _ci(f), theory])
+                rows.append([sym, f"t = {t:g}", _exp(f), _ci(f), theory, _word(f, slope, bound)])
     f = res.get("fit_kernel_rel_error")
-    rows.append(["‖H(0) − H*‖_F / ‖H*‖_F (train)", "t = 0", _exp(f), _ci(f), "-0.5"])
-    return _table(["distance, against width m", "at", "measured slope", "95% CI", "theory"], rows)
+    rows.append(["‖H(0) − H*‖_F / ‖H*‖_F (train)", "t = 0", _exp(f), _ci(f), "-0.5", _word(f, -0.5, bound=False)])
+    d = res.get("data", {})
+    head = []
+    if "hstar_lambda_min" in d:
+        n, m = cfg["data"]["n"], str(res["widths"][-1])
+        head = [f"λ_min(H*)/N = {d['hstar_lambda_min'] / n:.3g}; ‖H(0) − H*‖₂ ≈ {d['kernel_error_spectral'][m]:.3g} at "
+                f"m = {m}, against λ_min(H*) = {d['hstar_lambda_min']:.3g}; eigenvalues of H* below it: "
+                f"{d['hstar_eigs_below_fluctuation'][m]} of {n}.", ""]
+    return head + _table(["distance, against width m", "at", "measured slope", "95% CI", "theory", "verdict"], rows)
 
 
 def summary_convergence(res: dict[str, Any], cfg: dict[str, Any]) -> list[str]:
     rows = [["max ‖r(t)‖² / moving envelope, all t > 0, all runs", _num(res.get("max_ratio_moving"), ".6f"), "—",
-             f"≤ 1 (theorem; tolerance {res['tolerance']:g})"]]
+             f"≤ 1 (theorem; tolerance {res['tolerance']:g})",
+             "holds" if res.get("envelope_holds") else "EXCEEDED"]]
     dev = res["lambda_deviation"]
     rows.append(["slope of the relative deviation of λ_min(H(0)) from λ_min(H*), against m", _exp(dev["fit"]), _ci(dev["fit"]),
-                 f"≤ {dev['theory_slope']:g} (bound)"])
+                 f"≤ {dev['theory_slope']:g} (bound)", _word(dev["fit"], dev["theory_slope"])])
     for b in res["by_width"]:
         ci = "—" if not b["rate_ci"] else f"[{b['rate_ci'][0]:.4g}, {b['rate_ci'][1]:.4g}]"
         theory = ("—" if b["rate_star"] is None else
                   f"2λ_min(H*)/N = {b['rate_star']:.4g}; 2λ_min(H(0))/N = {b['rate_frozen_mean']:.4g}")
-        rows.append([f"late-time rate κ of ‖r(t)‖² ≈ C e^(−κt), m = {b['m']}", _num(b["rate_mean"], ".4g"), ci, theory])
+        rows.append([f"late-time rate κ of ‖r(t)‖² ≈ C e^(−κt), m = {b['m']}", _num(b["rate_mean"], ".4g"), ci, theory,
+                     "reported"])
     for b in res["by_width"]:
         rows.append([f"max ratio to exp(−2λ_min(H(0))t/N)‖r(0)‖², m = {b['m']}", _num(b["max_ratio_frozen"], ".4f"),
-                     "—", "≤ 1 for the linearised model only"])
-    return _table(["quantity", "measured", "95% CI", "theory"], rows)
+                     "—", "≤ 1 for the linearised model only", "reported"])
+    return _table(["quantity", "measured", "95% CI", "theory", "verdict"], rows)
 
 
 def summary_train(res: dict[str, Any], cfg: dict[str, Any]) -> list[str]:

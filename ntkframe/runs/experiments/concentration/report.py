@@ -7,27 +7,29 @@ from typing import Any
 
 import numpy as np
 
-from ...fitting import complete_seeds, consistent
+from ...fitting import complete_seeds
 from ..base import ExperimentPart, format_table
+from ..verdicts import intervals_note, is_quick, judge, measured, summary_header, terminal_line
 from .analyse import ABSOLUTE, CROSSING_SLOPE, M_SLOPE, bound_shape, grid
 from .measure import METRICS
 
-def growth_verdict(fit: dict[str, Any], theory: float, what: str) -> str:
-    """Verdict on a measured growth exponent (in n) next to an upper bound's: at or below is consistent."""
-    lo, hi = fit["ci"]
-    if lo <= theory <= hi:
-        return f"consistent: the {fit['level']:.0%} interval [{lo:.3f}, {hi:.3f}] contains the bound's {theory:.3f}"
-    if hi < theory:
-        return (f"consistent with the bound, which is not tight here: the interval [{lo:.3f}, {hi:.3f}] lies below "
-                f"the bound's {theory:.3f} ({what} grows more slowly than the bound allows)")
-    return (f"NOT consistent: the interval [{lo:.3f}, {hi:.3f}] lies above the bound's {theory:.3f} "
-            f"({what} grows faster than the bound allows)")
+def growth_verdict(fit: dict[str, Any], theory: float, what: str = "the error", quick: bool = False) -> str:
+    """Verdict on a measured growth exponent (in n) next to an upper bound's: :func:`fitting.verdict` with
+    ``bound=True`` (at or below is consistent), worded by :func:`verdicts.judge`; says what grows slower."""
+    v = judge(fit, theory, bound=True, quick=quick)
+    if v["verdict"] == "consistent" and fit["ci"][1] < theory:
+        return v["text"] + f" ({what} grows more slowly than the bound allows)"
+    if v["verdict"] == "NOT consistent":
+        return v["text"] + f" ({what} grows faster than the bound allows)"
+    return v["text"]
 
 
-def _fmt_fit(fit: dict[str, Any] | None) -> str:
+def _fmt_fit(fit: dict[str, Any] | None, theory: float | None = None, bound: bool = False) -> str:
+    """"p [lo, hi]", followed by the verdict's word against θ = ``theory`` (none when theory is None)."""
     if not fit:
         return "—"
-    return f"{fit['exponent']:.3f} [{fit['ci'][0]:.3f}, {fit['ci'][1]:.3f}]"
+    word = "" if theory is None else " " + judge(fit, theory, bound=bound)["verdict"]
+    return f"{fit['exponent']:.3f} [{fit['ci'][0]:.3f}, {fit['ci'][1]:.3f}]{word}"
 
 
 
@@ -49,23 +51,33 @@ class ConcentrationReport(ExperimentPart):
         p_head = f"P(≤ε={eps:.3g})" if eps is not None else "P(≤ε)"
         text = format_table(["n", "width m", "‖ΔH‖₂ mean", "std", "‖ΔH‖_F mean", "‖ΔH‖₂/‖H*‖₂", p_head], rows)
         lines = [text, ""]
-        lines.append("slope against m (theory −1/2), spectral: " +
-                     ", ".join(f"n={n}: {_fmt_fit(results['fits_vs_m']['spectral'][str(n)])}" for n in ns))
+        lines.append("slope of ‖H(0) − H*‖₂ against m (theory −1/2), verdict at each n: " +
+                     ", ".join(f"n={n}: {_fmt_fit(results['fits_vs_m']['spectral'][str(n)], M_SLOPE)}" for n in ns))
         tn = results["theory_slope_n"].get("spectral")
         if tn is not None:
-            lines.append(f"slope against n (bound n√log(n/δ): {tn:.3f}), spectral: " +
-                         ", ".join(f"m={m}: {_fmt_fit(results['fits_vs_n']['spectral'][str(m)])}" for m in widths))
+            lines.append(f"slope of ‖H(0) − H*‖₂ against n (bound: at most {tn:.3f}), verdict at each m: " +
+                         ", ".join(f"m={m}: {_fmt_fit(results['fits_vs_n']['spectral'][str(m)], tn, True)}"
+                                   for m in widths))
+        quick = is_quick(self)
+        lines.append(summary_header(self, [results["fit_vs_m"], results["fit_vs_n"]]))
+        lines.append(terminal_line(f"‖H(0) − H*‖₂ vs m at n = {ns[-1]} (theory: -0.5, asymptotically)", results["fit_vs_m"],
+                                   M_SLOPE, bound=False, quick=quick))
+        if tn is not None and results["fit_vs_n"]:
+            lines.append(f"  ‖H(0) − H*‖₂ vs n at m = {widths[-1]} (bound: at most {tn:.3f}, the shape n√log(n/δ)): "
+                         f"slope {results['fit_vs_n']['exponent']:.3f}; "
+                         + growth_verdict(results["fit_vs_n"], tn, quick=quick))
         cr = prob.get("crossing")
         if cr:
             ms = ", ".join(f"n={n}: {('%.4g' % v) if v is not None else st}" for n, v, st in
                            zip(ns, cr["m_star"], cr["status"]))
             lines.append(f"crossing width m* (P ≥ {1 - prob['delta']:g}, {prob['metric']} ≤ {eps:.3g}): {ms}")
             if cr["fit"]:
-                lines.append(f"slope of m* against n²log(n/δ)/ε² (bound 1): {_fmt_fit(cr['fit'])}")
+                lines.append(terminal_line("m* against n²log(n/δ)/ε² (bound: at most 1)", cr["fit"],
+                                           CROSSING_SLOPE, bound=True, quick=quick))
         return "\n".join(lines)
 
     def figures(self, results: dict[str, Any], run_dir: Path) -> list[Path]:
-        from ...plotting import data_ticks, loglog_with_fit, pyplot, save
+        from ...plotting import data_ticks, legend, loglog_with_fit, pyplot, save, setting_title
 
         plt = pyplot()
         widths, ns = results["widths"], results["ns"]
@@ -83,6 +95,7 @@ class ConcentrationReport(ExperimentPart):
         ax.set_xlabel("width m")
         ax.set_ylabel("‖H(0) − H*‖₂")
         ax.set_title("against width (mean ± s.e. over seeds)")
+        legend(ax)
         # (b) against n, one series per width (at most 4, spread over the range)
         ax = axes[0, 1]
         picks = sorted(set(np.linspace(0, len(widths) - 1, min(4, len(widths))).round().astype(int).tolist()))
@@ -96,10 +109,10 @@ class ConcentrationReport(ExperimentPart):
                     tn = results["theory_slope_n"]["spectral"]
                     ax.plot(ns, Y.mean(axis=1)[0] * shape / shape[0], "--", color="gray",
                             label=f"bound's shape n√log(n/δ) (slope ≈ {tn:.2f})")
-                    ax.legend(fontsize=8)
         ax.set_xlabel("number of inputs n")
         ax.set_ylabel("‖H(0) − H*‖₂")
         ax.set_title("against n (fixed network, nested inputs)")
+        legend(ax)
         # (c) probability against m
         prob = results["probability"]
         ax = axes[1, 0]
@@ -117,7 +130,7 @@ class ConcentrationReport(ExperimentPart):
             ax.set_ylabel(f"P̂({METRICS[prob['metric']]} ≤ ε)")
             ax.set_title(f"ε = {prob['epsilon']:.3g}; dotted: C·n²log(n/δ)/ε² (C fitted)")
             ax.grid(True, which="both", alpha=0.3)
-            ax.legend(fontsize=8)
+            legend(ax)
         # (d) crossing width against the bound's shape
         ax = axes[1, 1]
         if cr and cr["constant"] is not None:
@@ -138,15 +151,14 @@ class ConcentrationReport(ExperimentPart):
             for xi, mi, n in zip(x[ok], ms[ok], np.asarray(ns)[ok]):
                 ax.annotate(f"n={n}", (xi, mi), textcoords="offset points", xytext=(5, -10), fontsize=8)
             ax.grid(True, which="both", alpha=0.3)
-            ax.legend(fontsize=8)
+            legend(ax)
         ax.set_xlabel("n² log(n/δ) / ε²")
         ax.set_ylabel("crossing width m*")
         ax.set_title("width needed for P̂ ≥ 1 − δ, against the bound")
         data_ticks(axes[0, 0], widths)
         data_ticks(axes[0, 1], ns)
         data_ticks(axes[1, 0], widths)
-        fig.suptitle(f"Concentration of the NTK at initialisation: σ = {mc['activation']}, train = {mc['train']}, "
-                     f"a ~ {mc['output_init']}, d = {self.config['data']['d']}")
+        fig.suptitle(f"Concentration of the NTK at initialisation: {setting_title(mc)}, d = {self.config['data']['d']}")
         return [save(fig, Path(run_dir) / "concentration.png")]
 
     def report(self, results: dict[str, Any]) -> str:
@@ -160,20 +172,24 @@ class ConcentrationReport(ExperimentPart):
                  "**Claim** (docs/theory.md §4, claim 2; Du et al. 2019): if m = Ω(ε⁻² n² log(n/δ)) then "
                  "P(‖H(0) − H*‖ ≤ ε) ≥ 1 − δ. Equivalently, at confidence 1 − δ the error is at most of order "
                  "n·√(log(n/δ)/m): it falls like m^(−1/2) and grows at most like n√log(n/δ). H(0) is a mean of m "
-                 "i.i.d. matrices with mean H*, so the rate in m is exact; the growth in n is an upper bound.", ""]
+                 "i.i.d. matrices with mean H*, so the root-mean-square Frobenius error √E‖H(0) − H*‖²_F equals "
+                 "c/√m exactly, at every m; the mean spectral norm E‖H(0) − H*‖₂ (and the mean Frobenius norm) "
+                 "follow m^(−1/2) only asymptotically, once m is large against n (for small m the spectral norm of "
+                 "the fluctuation carries extra terms). The growth in n is an upper bound.", "",
+                 intervals_note(self, [results["fit_vs_m"], results["fit_vs_n"]]), ""]
         act_note = self._assumption_note()
         lines += [act_note, ""]
         # against m
         lines += ["## Error against width m", "", "| norm | " + " | ".join(f"n = {n}" for n in ns) + " |",
                   "|---|" + "---|" * len(ns)]
         for k, sym in ABSOLUTE.items():
-            lines.append(f"| {sym} | " + " | ".join(_fmt_fit(results["fits_vs_m"][k][str(n)]) for n in ns) + " |")
+            lines.append(f"| {sym} | " + " | ".join(_fmt_fit(results["fits_vs_m"][k][str(n)], M_SLOPE) for n in ns) + " |")
         lines.append("")
         fit = results["fit_vs_m"]
         if fit:
-            lines += [f"**Measured** slope of ‖H(0) − H*‖₂ against m at n = {ns[-1]}: {fit['exponent']:.3f}, 95% CI "
-                      f"[{fit['ci'][0]:.3f}, {fit['ci'][1]:.3f}] ({fit['method']}). **Verdict**: "
-                      + consistent(fit, M_SLOPE, bound=False) + ".", ""]
+            lines += [f"**Measured** {measured(fit)} for ‖H(0) − H*‖₂ against m at n = {ns[-1]} (the asymptotic rate "
+                      "of the mean spectral norm is −1/2). **Verdict**: "
+                      + judge(fit, M_SLOPE, bound=False, quick=is_quick(self))["text"] + ".", ""]
             misses = [(k, n) for k in ABSOLUTE for n in ns
                       if results["fits_vs_m"][k][str(n)] and not
                       results["fits_vs_m"][k][str(n)]["ci"][0] <= M_SLOPE <= results["fits_vs_m"][k][str(n)]["ci"][1]]
@@ -193,14 +209,13 @@ class ConcentrationReport(ExperimentPart):
             for k, sym in METRICS.items():
                 tn = results["theory_slope_n"].get(k)
                 lines.append(f"| {sym} | {tn:.3f} | " if tn is not None else f"| {sym} | — | ")
-                lines[-1] += " | ".join(_fmt_fit(results["fits_vs_n"][k][str(m)]) for m in widths) + " |"
+                lines[-1] += " | ".join(_fmt_fit(results["fits_vs_n"][k][str(m)], tn, True) for m in widths) + " |"
             lines.append("")
             fit = results["fit_vs_n"]
             tn = results["theory_slope_n"]["spectral"]
             if fit:
-                lines += [f"**Measured** exponent of ‖H(0) − H*‖₂ in n at m = {widths[-1]}: {fit['exponent']:.3f}, 95% CI "
-                          f"[{fit['ci'][0]:.3f}, {fit['ci'][1]:.3f}], beside the bound's {tn:.3f}. **Verdict**: "
-                          + growth_verdict(fit, tn, "the error") + ".", ""]
+                lines += [f"**Measured** {measured(fit)} for ‖H(0) − H*‖₂ against n at m = {widths[-1]}, beside the "
+                          f"bound's {tn:.3f}. **Verdict**: " + growth_verdict(fit, tn, "the error", is_quick(self)) + ".", ""]
                 hs = results["hstar"]
                 lam = ", ".join(f"n={n}: {hs[str(n)]['spectral']:.3g}" for n in ns if str(n) in hs)
                 lines += [f"‖H*‖₂ grows with n too ({lam}): its top eigenvector is the near-constant direction, "
@@ -225,17 +240,11 @@ class ConcentrationReport(ExperimentPart):
             lines.append("")
             if cr["fit"]:
                 f = cr["fit"]
-                lo, hi = f["ci"]
-                if lo <= CROSSING_SLOPE <= hi:
-                    v = (f"consistent: the interval contains 1, so the crossing width grows like the bound's "
-                         f"n² log(n/δ)/ε² (with C ≈ {cr['constant']:.3g})")
-                elif hi < CROSSING_SLOPE:
-                    v = ("consistent with the bound, which is conservative in n here: the width needed grows more "
-                         "slowly than n² log(n/δ)")
-                else:
-                    v = "NOT consistent: the width needed grows faster than the bound's n² log(n/δ)"
-                lines += [f"**Measured** slope of log m* against log(n² log(n/δ)/ε²): {f['exponent']:.3f}, 95% CI "
-                          f"[{lo:.3f}, {hi:.3f}] ({f['method']}); the bound's shape has slope 1. **Verdict**: {v}.", ""]
+                v = judge(f, CROSSING_SLOPE, bound=True, quick=is_quick(self))["text"]
+                if f["ci"][1] < CROSSING_SLOPE:
+                    v += " (the width needed grows more slowly than n² log(n/δ): the bound is conservative in n)"
+                lines += [f"**Measured** {measured(f)} for log m* against log(n² log(n/δ)/ε²) ({f['method']}; "
+                          f"C ≈ {cr['constant']:.3g}); the bound's shape has slope 1. **Verdict**: {v}.", ""]
             else:
                 lines += ["Too few crossings inside the sweep to fit the crossing width against the bound "
                           f"(status per n: {', '.join(f'{n}: {s}' for n, s in zip(ns, cr['status']))}); widen the "

@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from ...fitting import consistent
 from ..base import ExperimentPart, format_table
+from ..verdicts import intervals_note, is_quick, judge, measured, summary_header, terminal_line
 from .analyse import THEORY_SLOPE_LAMBDA
 
 
@@ -27,14 +27,14 @@ class ConvergenceReport(ExperimentPart):
         text += format_table(["width m", "ratio moving", f"≤1+{results['tolerance']:g}", "ratio H(0)", "ratio H*",
                               "rate κ", "2λmin(H0)/N", "2λmin(H*)/N", "seeds"], rows)
         dev = results["lambda_deviation"]
-        if dev["fit"]:
-            f = dev["fit"]
-            text += (f"\n|λ_min(H(0)) − λ_min(H*)|/λ_min(H*) vs m: slope {f['exponent']:.3f} "
-                     f"[{f['ci'][0]:.3f}, {f['ci'][1]:.3f}] (bound: ≤ −0.5)")
+        text += "\n" + summary_header(self, [dev["fit"]])
+        text += "\n" + terminal_line(f"|λ_min(H(0)) − λ_min(H*)|/λ_min(H*) vs m (bound: at most {THEORY_SLOPE_LAMBDA:g})",
+                                     dev["fit"], THEORY_SLOPE_LAMBDA, bound=True, quick=is_quick(self),
+                                     error=dev["error"])
         return text
 
     def figures(self, results: dict[str, Any], run_dir: Path) -> list[Path]:
-        from ...plotting import loglog_with_fit, pyplot, save
+        from ...plotting import integer_ticks, legend, loglog_with_fit, pyplot, save, setting_title
 
         plt = pyplot()
         widths = [b["m"] for b in results["by_width"]]
@@ -60,8 +60,8 @@ class ConvergenceReport(ExperimentPart):
             ax.set_title(f"m = {m}: max ratio to the moving envelope {max(x['max_ratio_moving'] for x in rs):.4f}",
                          fontsize=9)
             ax.grid(True, which="both", alpha=0.3)
-            ax.legend(fontsize=7)
-        fig.suptitle(f"Training residual and its envelopes: {results['activation']}, train={results['train']}")
+            legend(ax)
+        fig.suptitle(f"Training residual and its envelopes: {setting_title(self.config['model'])}")
         paths = [save(fig, Path(run_dir) / "convergence.png")]
 
         fig, axes = plt.subplots(1, 3, figsize=(16, 4.3))
@@ -72,16 +72,18 @@ class ConvergenceReport(ExperimentPart):
         axes[0].set_xlabel("time t")
         axes[0].set_ylabel("‖r(t)‖² / moving envelope")
         axes[0].set_title("the moving-kernel envelope holds where the ratio ≤ 1", fontsize=9)
-        axes[0].legend(fontsize=8)
+        legend(axes[0])
         dev = results["lambda_deviation"]
         if dev["Y"] is not None and len(dev["x"]) >= 2:
             loglog_with_fit(axes[1], dev["x"], dev["Y"], dev["fit"], theory_slope=dev["theory_slope"],
-                            label="|λ_min(H(0)) − λ_min(H*)| / λ_min(H*)")
-            axes[1].set_xlabel("width m")
+                            label="relative deviation")
+            legend(axes[1])
         else:
             axes[1].text(0.5, 0.5, f"not measured: {dev['error']}", ha="center", va="center",
                          transform=axes[1].transAxes, fontsize=8)
-        axes[1].set_title("λ_min(H(0)) approaches λ_min(H*)", fontsize=9)
+        axes[1].set_xlabel("width m")
+        axes[1].set_ylabel("|λ_min(H(0)) − λ_min(H*)| / λ_min(H*)")
+        axes[1].set_title("λ_min(H(0)) against λ_min(H*) (bound: slope ≤ −1/2)", fontsize=9)
         bw = results["by_width"]
         ms = [b["m"] for b in bw]
         rate = [b["rate_mean"] if b["rate_mean"] is not None else np.nan for b in bw]
@@ -93,15 +95,13 @@ class ConvergenceReport(ExperimentPart):
         if bw and bw[0]["rate_star"] is not None:
             axes[2].axhline(bw[0]["rate_star"], color="C3", ls=":", label="2λ_min(H*)/N")
         axes[2].set_xscale("log")
-        for ax in axes[1:]:
-            if ms:
-                ax.set_xticks(ms, [str(m) for m in ms], minor=False)
-                ax.set_xticks([], minor=True)
+        if ms:
+            integer_ticks(axes[2], ms, "x")
         axes[2].set_xlabel("width m")
-        axes[2].set_ylabel("rate")
+        axes[2].set_ylabel("rate κ of ‖r(t)‖² ≈ C e^(−κt)  (1 / time)")
         axes[2].set_title("linear-convergence rate", fontsize=9)
         axes[2].grid(True, which="both", alpha=0.3)
-        axes[2].legend(fontsize=7)
+        legend(axes[2])
         paths.append(save(fig, Path(run_dir) / "convergence_checks.png"))
         return paths
 
@@ -115,7 +115,8 @@ class ConvergenceReport(ExperimentPart):
                  f"mean MSE; integrator {self.config['integrator']['kind']}"
                  + (f", h = {runs[0]['h']:.4g}" if runs and runs[0].get("h") else "")
                  + f"; {ec['seeds']} seeds per width; {ec['n_times']} record times on [0, t_max]"
-                 + (f", t_max = {runs[0]['t_max']:.4g}" if runs else "") + ".", ""]
+                 + (f", t_max = {runs[0]['t_max']:.4g}" if runs else "") + ".", "",
+                 intervals_note(self, [results["lambda_deviation"]["fit"]]), ""]
         if results.get("activation_smooth") is False:
             lines += [f"σ = {results['activation']} has a discontinuous σ': the envelope identity "
                       "d‖r‖²/dt = −(2/N)rᵀH(t)r still holds along the flow (H is defined almost everywhere), "
@@ -165,9 +166,15 @@ class ConvergenceReport(ExperimentPart):
                   "slope ≤ −1/2 in m (an upper bound).", ""]
         if dev["fit"]:
             f = dev["fit"]
-            lines.append(f"**Measured** slope of |λ_min(H(0)) − λ_min(H*)|/λ_min(H*) against m: {f['exponent']:.3f}, "
-                         f"95% CI [{f['ci'][0]:.3f}, {f['ci'][1]:.3f}] ({f['method']}). **Verdict**: "
-                         + consistent(f, THEORY_SLOPE_LAMBDA, bound=True) + ".")
+            v = judge(f, THEORY_SLOPE_LAMBDA, bound=True, quick=is_quick(self))
+            lines.append(f"**Measured** {measured(f)} for |λ_min(H(0)) − λ_min(H*)|/λ_min(H*) against m. "
+                         f"**Verdict**: {v['text']}.")
+            lines += ["", {"consistent": "So λ_min(H(0)) approaches λ_min(H*) at least as fast as the bound's m^(−1/2) "
+                                         "(within the verdict's tolerance).",
+                           "NOT consistent": "So λ_min(H(0)) approaches λ_min(H*) more slowly than the bound allows "
+                                             "at these widths.",
+                           "undecided": "So the data show λ_min(H(0)) approaching λ_min(H*), but cannot yet tell "
+                                        "whether at the bound's rate m^(−1/2) or more slowly."}[v["verdict"]]]
         else:
             lines.append(f"Not measured: {dev['error']}.")
         failed = results.get("failed_tasks") or []

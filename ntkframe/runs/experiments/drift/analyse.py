@@ -12,7 +12,7 @@ from ..flow import activation_note, activation_smooth
 from .measure import METRICS, close, fit_points
 
 FITS = [
-    ("kernel_drift_vs_m", "kernel_drift", "m", -0.5, "‖H(t) − H(0)‖₂ = O(t N³/√m): slope ≤ −1/2 in m"),
+    ("kernel_drift_vs_m", "kernel_drift", "m", -0.5, "the bound on ‖H(t) − H(0)‖₂ falls like m^(−1/2): slope ≤ −1/2 in m"),
     ("kernel_drift_fro_vs_m", "kernel_drift_fro", "m", -0.5, "the same bound in Frobenius norm (‖·‖_F ≤ √N‖·‖₂)"),
     ("kernel_drift_rel_vs_m", "kernel_drift_rel", "m", -0.5, "‖H(0)‖₂ = O(1) in m, so the relative drift has the same bound"),
     ("param_drift_vs_m", "param_drift", "m", 0.0, "‖θ(t) − θ(0)‖ = O(1): slope ≤ 0 in m"),
@@ -24,6 +24,49 @@ FITS = [
     ("kernel_drift_rel_vs_n", "kernel_drift_rel", "N", None, "‖H(0)‖₂ grows like N, so one power less than the absolute drift"),
 ]
 N_BOUND_SLOPES = (2.0, 3.0)
+
+#: the theorem behind each setting's bounds (docs/theory.md §4.1)
+SMOOTH_THEOREM = ("the perturbation bound of docs/theory.md §4.1 (‖H(t) − H(0)‖₂ ≤ O(t N³/√m))",
+                  "σ' and σ'' bounded, inputs on the unit sphere, gradient flow on the MSE")
+DU_THEOREM = ("Du et al. 2019, Lemmas 3.2–3.3 (docs/theory.md §4.1): ‖H(t) − H(0)‖₂ = O(N³/(√m λ₀ δ)) "
+              "uniformly in t, and every ‖w_r(t) − w_r(0)‖ = O(√N/(√m λ₀))",
+              "σ = relu, only W trained, a_r = ±1 fixed, inputs on the unit sphere, λ₀ = λ_min(H*) > 0, "
+              "with probability 1 − δ once m = Ω(N⁶/(λ₀⁴δ³))")
+
+
+def drift_setting(model: dict[str, Any]) -> dict[str, Any]:
+    """Which theorem bounds the drift for the ``[model]`` table, its assumptions, and the bounds' slopes.
+
+    Returns {"kind": "smooth" | "du" | "none", "theorem", "assumptions", "note", "slopes": {fit name:
+    θ or None}, "n_bounds": the N exponents the growth is compared with}.  Smooth σ (σ', σ'' bounded):
+    the bound of docs/theory.md §4.1, linear in t, N² to N³.  relu with only W trained and a = ±1
+    (``output_init = "sign"``): Du et al.'s lemmas, the same m^(−1/2) in m but uniform in t (no claim
+    on the slope in t) and N³ (times 1/λ₀, which itself falls with N).  Any other relu-like setting
+    (σ' discontinuous and a trained, or Gaussian a): no proven bound; the slopes are reported.
+    """
+    act, train, init = model["activation"], model["train"], model["output_init"]
+    smooth = activation_smooth(act)
+    base = {name: theory for name, _, _, theory, _ in FITS}
+    if smooth is True:
+        return {"kind": "smooth", "theorem": SMOOTH_THEOREM[0], "assumptions": SMOOTH_THEOREM[1],
+                "note": activation_note(act), "slopes": base, "n_bounds": N_BOUND_SLOPES}
+    if act == "relu" and train == "hidden" and init == "sign":
+        return {"kind": "du", "theorem": DU_THEOREM[0], "assumptions": DU_THEOREM[1],
+                "note": ("σ = relu with only W trained and a = ±1 fixed is Du et al.'s setting: their Lemmas 3.2–3.3 "
+                         "bound the kernel drift by O(N³/(√m λ₀ δ)) at every t, so the slopes in m are tested "
+                         "against m^(−1/2) as for a smooth σ; the bound does not grow with t, so the slope in t is "
+                         "reported, not tested."),
+                "slopes": {**base, "kernel_drift_vs_t": None}, "n_bounds": (3.0,),
+                "claims": {"kernel_drift_vs_t": "Du et al.'s bound is uniform in t: no claim on the slope (reported)",
+                           "kernel_drift_vs_n": "Du et al.'s bound grows like N³/λ₀ (λ₀ = λ_min(H*) itself falls with "
+                                                "N): compared with N³"}}
+    why = (f"σ = {act} has a discontinuous σ'" if smooth is False else
+           f"σ = {act} is not a built-in activation, so its smoothness cannot be checked")
+    return {"kind": "none", "theorem": None, "assumptions": None,
+            "note": (f"{why}, and with train = {train}, a ~ {init} no theorem covers it (docs/theory.md §4.1: the "
+                     "smooth bound needs σ', σ'' bounded; Du et al.'s needs relu, only W trained and a = ±1): the "
+                     "slopes are reported, with the smooth case's exponents beside them for comparison."),
+            "slopes": dict.fromkeys(base), "n_bounds": ()}
 
 
 def index_runs(runs: list[dict]) -> dict[tuple[int, int], dict[int, dict]]:
@@ -55,11 +98,15 @@ class DriftAnalysis(ExperimentPart):
             "runs": runs, "times": times, "widths": sorted(ec["widths"]), "ns": sorted(ec["ns"]),
             "resolved": res, "activation": mc["activation"], "train": mc["train"],
             "output_init": mc["output_init"], "activation_smooth": activation_smooth(mc["activation"]),
-            "activation_note": activation_note(mc["activation"]), "metrics": METRICS, "fits": {},
+            "metrics": METRICS, "fits": {},
         }
+        setting = drift_setting(mc)
+        results["activation_note"] = setting["note"]
+        results["setting"] = {k: v for k, v in setting.items() if k not in ("slopes", "claims")}
         fits = results["fits"]
-        for name, metric, axis, theory, claim in FITS:
-            fits[name] = self._series(runs, metric, axis, res, times, theory, claim)
+        claims = setting.get("claims", {})
+        for name, metric, axis, _, claim in FITS:
+            fits[name] = self._series(runs, metric, axis, res, times, setting["slopes"][name], claims.get(name, claim))
         # the width exponent of the kernel drift at every record time
         by_time = []
         for t in times:
@@ -69,13 +116,6 @@ class DriftAnalysis(ExperimentPart):
         results["width_exponent_by_time"] = by_time
         ctx.save_arrays("arrays", **self._grid(runs, times))
         return results
-
-    @staticmethod
-    def _index(runs: list[dict]) -> dict[tuple[int, int], dict[int, dict]]:
-        idx: dict[tuple[int, int], dict[int, dict]] = {}
-        for r in runs:
-            idx.setdefault((r["m"], r["n"]), {})[r["replicate"]] = r
-        return idx
 
     def _series(self, runs: list[dict], metric: str, axis: str, res: dict, times: list[float],
                 theory: float | None, claim: str) -> dict[str, Any]:

@@ -7,8 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from ...fitting import complete_seeds, consistent
+from ...fitting import complete_seeds
 from ..base import ExperimentPart, format_table
+from ..verdicts import intervals_note, is_quick, judge, measured, summary_header, terminal_line
 from .analyse import grid
 from .measure import GAPS
 
@@ -25,16 +26,22 @@ class LinearisationReport(ExperimentPart):
         rows = [[m, *(float(np.nanmean(G[k][j])) for k in cols), float(np.nanmean(R[j]))] for j, m in enumerate(widths)]
         text = format_table(["width m", "net−lin train", "net−lin test", "lin−H* test", "lin−f̄H* test",
                              "MSE net", "MSE lin", "MSE H*", "‖H0−H*‖_F rel"], rows)
-        fmt = lambda f: "—" if not f else f"{f['exponent']:.3f} [{f['ci'][0]:.3f}, {f['ci'][1]:.3f}]"  # noqa: E731
         lines = [f"(RMS distances and test MSE at t = {times[-1]:g}; mean over seeds; f̄H*: H* flow from f ≡ 0)", text, ""]
-        for k in ("gap_net_lin_train", "gap_net_lin_test", "gap_lin_hstar_test"):
-            lines.append(f"slope of {GAPS[k][0]} against m at t = {times[-1]:g}: {fmt(results['fits'][k][-1])}; theory −1/2")
+        keys = ("gap_net_lin_train", "gap_net_lin_test", "gap_lin_hstar_test")
+        lines.append(summary_header(self, [results["fits"][k][-1] for k in keys]))
+        for k in keys:
+            sym, slope, bound = GAPS[k]
+            lines.append(terminal_line(f"{sym} vs m at t = {times[-1]:g} (theory: {'at most ' if bound else ''}{slope:g})",
+                                       results["fits"][k][-1], slope, bound=bound, quick=is_quick(self)))
         lines.append("kernel regression with H* (t = ∞, f ≡ 0 at init): test MSE "
                      f"{results['data']['test_mse_kernel_regression']:.4g}")
+        warn = self._conditioning_warning(results)
+        if warn:
+            lines.append("WARNING: " + warn)
         return "\n".join(lines)
 
     def figures(self, results: dict[str, Any], run_dir: Path) -> list[Path]:
-        from ...plotting import data_ticks, loglog_with_fit, pyplot, save
+        from ...plotting import legend, loglog_with_fit, pyplot, save, setting_title
 
         plt = pyplot()
         widths, times = results["widths"], results["times"]
@@ -49,9 +56,9 @@ class LinearisationReport(ExperimentPart):
                     loglog_with_fit(ax, widths, Y, results["fits"][k][-1], label=GAPS[k][0], color=f"C{c}",
                                     theory_slope=-0.5 if c == 0 else None)
             ax.set_xlabel("width m")
-            ax.set_ylabel(f"RMS distance at t = {times[-1]:g}")
+            ax.set_ylabel(f"RMS distance ‖a − b‖₂/√points at t = {times[-1]:g}")
             ax.set_title(title)
-            data_ticks(ax, widths)
+            legend(ax)
         data = results["data"]
         show = len(times) // 2  # the middle time: partly trained, so the predictors still differ
         for ax, key in ((axes[1, 0], str(widths[0])), (axes[1, 1], str(widths[-1]))):
@@ -70,21 +77,20 @@ class LinearisationReport(ExperimentPart):
                 ax.plot(x, cv["lin"], "--", color="C1", lw=1.5, label="linearised f_lin (H(0))")
                 ax.plot(x, cv["hstar"], "-.", color="C2", lw=1.5, label="H* flow, same f(·, 0)")
                 ax.plot(x, cv["hstar_mean"], ":", color="C3", lw=1.5, label="H* flow from f ≡ 0")
-                ax.set_xlabel("angle t")
-                ax.set_ylabel("prediction")
+                ax.set_xlabel("angle t (radians)")
+                ax.set_ylabel("prediction f(x)")
             else:  # teacher data: predictions against the H* flow, point by point
                 ref = np.asarray(cv["hstar"])
                 for c, (k, lab) in enumerate((("net", "network"), ("lin", "linearised"), ("hstar_mean", "H* from f ≡ 0"))):
                     ax.plot(ref, cv[k], "o", ms=3, color=f"C{c}", label=lab)
                 lim = [float(ref.min()), float(ref.max())]
                 ax.plot(lim, lim, "-", color="gray", lw=1)
-                ax.set_xlabel("H* flow from the same f(·, 0), test inputs")
-                ax.set_ylabel("prediction")
+                ax.set_xlabel("H* flow from the same f(·, 0): f_H*(x) at the test inputs")
+                ax.set_ylabel("prediction f(x)")
             ax.set_title(f"m = {key}, seed replicate {int(cv['replicate'])}, t = {t_shown:g}")
             ax.grid(True, alpha=0.3)
-            ax.legend(fontsize=7)
-        fig.suptitle(f"Network vs linearisation vs H*: σ = {mc['activation']}, train = {mc['train']}, "
-                     f"a ~ {mc['output_init']}, data = {data['dataset']}")
+            legend(ax)
+        fig.suptitle(f"Network vs linearisation vs H*: {setting_title(mc)}, data = {data['dataset']}")
         return [save(fig, Path(run_dir) / "linearisation.png")]
 
     def report(self, results: dict[str, Any]) -> str:
@@ -102,22 +108,33 @@ class LinearisationReport(ExperimentPart):
                  "tracks its linearisation f_lin (the exact flow with the frozen kernel H(0)) with a gap that shrinks "
                  "as m grows, typically like m^(−1/2) (an upper bound); and f_lin differs from the same flow with H* by "
                  "a term first order in H(0) − H* = O(m^(−1/2)). Distances are root-mean-square over the points.", ""]
-        fmt = lambda f: "—" if not f else f"{f['exponent']:.3f} [{f['ci'][0]:.3f}, {f['ci'][1]:.3f}]"  # noqa: E731
+        lines += [intervals_note(self, [f for k in GAPS for f in results["fits"][k]]), ""]
+        warn = self._conditioning_warning(results)
+        if warn:
+            lines += [f"**Warning: the claim cannot be tested on this data.** {warn}", ""]
+        quick = is_quick(self)
+
+        def fmt(f: dict | None, slope: float | None, bound: bool) -> str:
+            if not f:
+                return "—"
+            return (f"{f['exponent']:.3f} [{f['ci'][0]:.3f}, {f['ci'][1]:.3f}] "
+                    + judge(f, slope, bound=bound, quick=quick)["verdict"])
+
         lines += ["| distance | theory | " + " | ".join(f"t = {t:g}" for t in times) + " |",
                   "|---|---|" + "---|" * len(times)]
         for k, (sym, slope, bound) in GAPS.items():
             th = "no claim" if slope is None else (f"≤ {slope:g}" if bound else f"{slope:g}")
-            lines.append(f"| {sym} | {th} | " + " | ".join(fmt(f) for f in results["fits"][k]) + " |")
+            lines.append(f"| {sym} | {th} | " + " | ".join(fmt(f, slope, bound) for f in results["fits"][k]) + " |")
         lines.append("")
         for k in ("gap_net_lin_test", "gap_net_lin_train"):
             for t, f in zip(times, results["fits"][k]):
                 if f:
-                    lines.append(f"- **Measured** slope of {GAPS[k][0]} at t = {t:g}: {f['exponent']:.3f}, 95% CI "
-                                 f"[{f['ci'][0]:.3f}, {f['ci'][1]:.3f}]. **Verdict**: " + consistent(f, -0.5, bound=True) + ".")
+                    lines.append(f"- **Measured** {measured(f)} for {GAPS[k][0]} at t = {t:g}. **Verdict**: "
+                                 + judge(f, -0.5, bound=True, quick=quick)["text"] + ".")
         for t, f in zip(times, results["fits"]["gap_lin_hstar_test"]):
             if f:
-                lines.append(f"- **Measured** slope of ‖f_lin − f_H*‖ (test) at t = {t:g}: {f['exponent']:.3f}, 95% CI "
-                             f"[{f['ci'][0]:.3f}, {f['ci'][1]:.3f}]. **Verdict**: " + consistent(f, -0.5, bound=False) + ".")
+                lines.append(f"- **Measured** {measured(f)} for ‖f_lin − f_H*‖ (test) at t = {t:g}. **Verdict**: "
+                             + judge(f, -0.5, bound=False, quick=quick)["text"] + ".")
         G = grid(results, "gap_net_lin_test")
         means = np.nanmean(G, axis=1)
         if len(widths) >= 3 and np.all(means > 0):
@@ -142,7 +159,8 @@ class LinearisationReport(ExperimentPart):
             n = self.config["data"]["n"]
             below = ", ".join(f"m = {m}: {d['hstar_eigs_below_fluctuation'][str(m)]} (‖H(0) − H*‖₂ ≈ "
                               f"{d['kernel_error_spectral'][str(m)]:.3g})" for m in widths)
-            lines += [f"**Conditioning.** λ_min(H*)/N = {d['hstar_lambda_min'] / n:.3g}, λ_max(H*)/N = "
+            lines += [f"**Conditioning.** λ_min(H*) = {d['hstar_lambda_min']:.3g} (λ_min(H*)/N = "
+                      f"{d['hstar_lambda_min'] / n:.3g}), λ_max(H*)/N = "
                       f"{d['hstar_lambda_max'] / n:.3g}. Lee et al.'s uniform-in-time bound assumes λ_min(H*) > 0 and "
                       "its constant grows as λ_min(H*) → 0. Eigenvalues of H* below the kernel's fluctuation "
                       f"‖H(0) − H*‖₂, out of N = {n}: {below}. In those directions H(0)'s spectrum is set by the "
@@ -161,3 +179,21 @@ class LinearisationReport(ExperimentPart):
                   "function*.", "",
                   "```", self.table(results), "```", "", "![linearisation](linearisation.png)"]
         return "\n".join(lines) + "\n"
+
+    def _conditioning_warning(self, results: dict[str, Any]) -> str | None:
+        """Why the claim cannot be tested at the largest width, or None: λ_min(H*) at or below the kernel's
+        finite-width fluctuation ‖H(0) − H*‖₂ there, so the slowest directions are set by the fluctuation."""
+        d = results["data"]
+        if "hstar_lambda_min" not in d or not results["widths"]:
+            return None
+        m = str(results["widths"][-1])
+        lam, fl = d["hstar_lambda_min"], d["kernel_error_spectral"].get(m)
+        if fl is None or not np.isfinite(fl) or lam > fl:
+            return None
+        below = d["hstar_eigs_below_fluctuation"][m]
+        return (f"λ_min(H*) = {lam:.3g} (λ_min(H*)/N = {lam / self.config['data']['n']:.3g}) lies below the kernel's "
+                f"finite-width fluctuation ‖H(0) − H*‖₂ ≈ {fl:.3g} even at the largest width m = {m} ({below} of "
+                f"N = {self.config['data']['n']} eigenvalues of H* do): in those directions H(0)'s spectrum is the "
+                "fluctuation's, so the gaps at late times say more about the data's conditioning than about the "
+                "theory. Use better-conditioned data (e.g. dataset = \"teacher\" with d large against N) or wider "
+                "networks.")

@@ -44,7 +44,7 @@ class TrainReport(ExperimentPart):
             return None
 
     def figures(self, results: dict[str, Any], run_dir: Path) -> list[Path]:
-        from ...plotting import pyplot, save
+        from ...plotting import legend, pyplot, save
 
         self._run_dir = Path(run_dir)
         traj = self._load(results, Path(run_dir))
@@ -79,10 +79,10 @@ class TrainReport(ExperimentPart):
             if "linearised_gap_test" in a:
                 axes[0, 1].plot(t, np.maximum(a["linearised_gap_test"], 1e-300), "s-", ms=3, label="test")
             style(axes[0, 1], "‖f(X, t) − f_lin(X, t)‖₂")
-            axes[0, 1].legend(fontsize=8)
+            legend(axes[0, 1])
             axes[0, 1].set_title("gap to the linearised model", fontsize=10)
         style(ax, "training loss")
-        ax.legend(fontsize=8)
+        legend(ax)
         ax.set_title(title, fontsize=10)
         paths.append(save(fig, Path(run_dir) / "loss.png"))
 
@@ -93,13 +93,13 @@ class TrainReport(ExperimentPart):
                 axes[0].plot(t, np.maximum(a["kernel_drift_fro"], 1e-300) / max(a["kernel_drift_fro"].max(), 1e-300)
                              * a["kernel_drift_rel"].max(), ":", label="‖ΔH‖_F (rescaled to the same maximum)")
                 style(axes[0], "kernel drift")
-                axes[0].legend(fontsize=8)
+                legend(axes[0])
                 axes[0].set_title(f"‖H(t) − H(0)‖: {title}", fontsize=10)
             if "lambda_min" in a:
                 axes[1].plot(t, a["lambda_min"], "o-", ms=3, label="λ_min(H(t))")
                 axes[1].plot(t, a["lambda_max"], "s-", ms=3, label="λ_max(H(t))")
                 style(axes[1], "eigenvalues of H(t)", logy=bool(np.min(a["lambda_min"]) > 0))
-                axes[1].legend(fontsize=8)
+                legend(axes[1])
             save_path = save(fig, Path(run_dir) / "kernel_drift.png")
             paths.append(save_path)
 
@@ -110,7 +110,7 @@ class TrainReport(ExperimentPart):
                 ax.plot(t, np.maximum(a["param_drift_neuron_max"], 1e-300), "s-", ms=3,
                         label="max_r ‖θ_r(t) − θ_r(0)‖")
             style(ax, "parameter drift")
-            ax.legend(fontsize=8)
+            legend(ax)
             ax.set_title(title, fontsize=10)
             paths.append(save(fig, Path(run_dir) / "param_drift.png"))
         return paths
