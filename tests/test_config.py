@@ -11,7 +11,7 @@ import pytest
 import ntkframe as nf
 from ntkframe import plugins
 from ntkframe.errors import ConfigError
-from ntkframe.runs.config import Field, reference_markdown, validate
+from ntkframe.runs.config import Field, KindTable, reference_markdown, validate
 from ntkframe.runs.driver import resolve_config
 from ntkframe.runs.experiments import model_from_config
 
@@ -129,9 +129,11 @@ def test_the_experiments_share_the_schema_pieces():
         assert table["kind"].default == entry.name
         if "widths" in table:
             assert table["widths"].unique and table["widths"].positive, entry.name
-        if "activation" in {f.name for f in entry.obj.schema.get("model", [])}:
-            act = next(f for f in entry.obj.schema["model"] if f.name == "activation")
-            assert act.choices_from == "activations", entry.name
+        model = entry.obj.schema.get("model")
+        for kind in model.available() if isinstance(model, KindTable) else []:
+            fields = {f.name: f for f in model.fields(kind)}
+            if "activation" in fields:
+                assert fields["activation"].choices_from == "activations", (entry.name, kind)
     with pytest.raises(ConfigError, match=r"'widths' = \[64, 64\]: entries must be distinct"):
         resolve_config(tomllib.loads('[experiment]\nkind = "convergence"\nwidths = [64, 64]\n'), "cfg.toml")
 

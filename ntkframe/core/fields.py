@@ -38,6 +38,8 @@ class Field:
         the same in interval notation, for the half-open cases: ``"[0, 1)"``;
     ``unique`` / ``increasing``
         list entries pairwise distinct (they become task keys) / strictly increasing;
+    ``required``
+        the key must be given (the default is only what the reference shows);
     ``check``
         a last resort for rules none of the above states: ``check(value)`` returns a problem or None.
     """
@@ -57,6 +59,7 @@ class Field:
     interval: Optional[str] = None
     unique: bool = False
     increasing: bool = False
+    required: bool = False
 
     def __post_init__(self) -> None:
         bounds = [self.positive, self.minimum is not None, self.open_interval is not None, self.interval is not None]
@@ -79,7 +82,8 @@ class Field:
             text += f", each {bound.text()}" if self.type is list else f" {bound.text()}"
         if self.unique:
             text += ", distinct"
-        return text + (", strictly increasing" if self.increasing else "")
+        text += ", strictly increasing" if self.increasing else ""
+        return text + (", required" if self.required else "")
 
     def allowed(self) -> str:
         """The allowed values as text ('' when any value of the type is allowed)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from .backend import Backend, resolve_backend
+from .fields import Field
 from .models import Model
 from ..errors import InvalidOptionError
 
@@ -19,6 +20,12 @@ class KernelEstimator:
     """Estimates an NTK: ``estimator(X1, X2=None) -> H`` of shape (N1, N2) or (N1, N2, k, k)."""
 
     name: str = "base"
+    #: True when the estimator gives the kernel H(θ) at the parameters it is given (built as
+    #: ``cls(model, params, backend, **keys)``), False for kernels of the model's initial distribution
+    #: or its infinite-width limit (built as ``cls(model, **keys)``)
+    at_parameters: bool = False
+    #: the ``[kernel]`` keys besides ``kind`` (constructor keywords)
+    config_fields: list[Field] = []
 
     def __call__(self, X1: Any, X2: Any | None = None) -> Any:
         return self.compute(X1, X2)
@@ -31,6 +38,13 @@ class EmpiricalNTK(KernelEstimator):
     """The empirical NTK at fixed parameters θ: H = J(X1; θ) J(X2; θ)ᵀ (a backend array)."""
 
     name = "empirical"
+    at_parameters = True
+    config_fields = [
+        Field("implementation", str, "auto", "structured (Jacobian factors), jacobian_contraction, "
+              "ntk_vector_products, or auto (the cheapest that applies)", choices=IMPLEMENTATIONS),
+        Field("block_size", int, None, "tile size bounding memory (default: untiled, or tiles from the memory "
+              "budget)", positive=True, nullable=True),
+    ]
 
     def __init__(self, model: Any, params: Any, backend: Backend | str | None = None, *,
                  block_size: int | str | None = None, trace: bool = False, implementation: str = "auto"):
@@ -86,7 +100,7 @@ def empirical_ntk(model: Any, params: Any, X1: Any, X2: Any | None = None, *, ba
         model, params = target(params)
     if isinstance(model, Model) and model.structured and implementation in ("auto", "structured"):
         return be.jacobian_gram(model, params, X1, X2, block_size=block_size, trace=trace)
-    if implementation == "structured":
+    if implementation == "structured" and not be.autodiff:  # autodiff backends decide (torch: per-layer rules)
         raise InvalidOptionError(f"implementation='structured' needs an ntkframe Model with Jacobian factors; "
                                  f"got {type(model).__name__}")
     return be.generic_jacobian_gram(model, params, X1, X2, implementation=implementation, block_size=block_size,

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from .activations import Activation, get_activation
+from .fields import Field
 from .gram import GramBlock  # noqa: F401 - re-exported: models build their factors from it
 
 TRAIN_MODES = ("both", "hidden", "output")
@@ -31,6 +32,15 @@ def _choice(value: Any, what: str, allowed: tuple[str, ...]) -> str:
     if value not in allowed:
         raise ValueError(f"unknown {what} {value!r}; allowed: {', '.join(allowed)}")
     return value
+
+
+def _fields(*extra: Field) -> list[Field]:
+    """The ``[model]`` keys (config_fields) of a built-in network: d, m, σ, ``extra``, parameterisation, k."""
+    return [Field("d", int, 8, "input dimension d", positive=True),
+            Field("m", int, 1024, "width m (mlp: of every hidden layer)", positive=True),
+            Field("activation", str, "softplus", "activation σ (any registered one)", choices_from="activations"),
+            *extra, Field("parameterization", str, "ntk", "where the 1/√m sits (docs/theory.md §5)",
+                          choices=PARAMETERIZATIONS), Field("outputs", int, 1, "outputs k", positive=True)]
 
 
 class Model:
@@ -137,6 +147,10 @@ class TwoLayerNet(Model):
     NTK (docs/theory.md §2), S = σ(XWᵀ), D = σ'(XWᵀ):
         H = (1/m)[S₁S₂ᵀ + (X₁X₂ᵀ) ⊙ ((D₁ diag a)(D₂ diag a)ᵀ)]
     """
+
+    config_fields = _fields(
+        Field("train", str, "both", "which layers train (and enter the NTK)", choices=TRAIN_MODES),
+        Field("output_init", str, "gaussian", "initial output weights a: N(0,1) or ±1", choices=OUTPUT_INITS))
 
     def __init__(self, d: int, m: int, activation: str | Activation = "softplus", train: str = "both",
                  output_init: str = "gaussian", parameterization: str = "ntk", outputs: int = 1):
@@ -254,6 +268,11 @@ class MLP(Model):
     N(0, β²) and no factor).  Parameters ``{"W1": (n_1, d), "b1": (n_1,), ..., "W{L+1}": (k, n_L)}``.
     A one-hidden-layer MLP without bias equals TwoLayerNet on X/√d.
     """
+
+    #: ``depth`` hidden layers of width ``m`` (widths = [m] * depth)
+    config_fields = _fields(Field("depth", int, 2, "number of hidden layers (mlp)", positive=True),
+                            Field("bias", bool, True, "biases β b_l in every layer"),
+                            Field("beta", float, 0.1, "bias scale β", minimum=0))
 
     def __init__(self, d: int, widths: list[int] | tuple[int, ...], activation: str | Activation = "relu",
                  outputs: int = 1, bias: bool = True, beta: float = 0.1, parameterization: str = "ntk"):

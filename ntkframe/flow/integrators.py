@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
+from ..core.fields import Field
 from ..errors import DivergenceError, NtkframeError
 from .linearised import KernelFlow
 from .pytree import tree_combine, tree_map, tree_size, tree_sum_squares
@@ -121,6 +122,10 @@ class FixedStep(Integrator):
     Between two output times T₁ < T₂ it takes ⌊(T₂ − T₁)/h⌋ steps of size h and, if T₂ − T₁ is
     not a multiple of h (to 1e-9 relative), one shorter step that lands exactly on T₂.
     """
+
+    #: the ``[integrator]`` keys besides ``kind`` (experiments may choose h from the stability bound)
+    config_fields = [Field("h", float, 0.1, "fixed time step h (Euler: the learning rate of gradient descent)",
+                           positive=True)]
 
     def __init__(self, h: float, check_every: int = 10):
         self.h = _positive(h, f"{type(self).__name__} step h")
@@ -225,6 +230,12 @@ class DormandPrince(Integrator):
     """
 
     name = "dormand_prince"
+    config_fields = [
+        Field("rtol", float, 1e-6, "relative tolerance", positive=True),
+        Field("atol", float, 1e-9, "absolute tolerance", minimum=0),
+        Field("h0", float, None, "first step (default: Hairer's estimate)", positive=True, nullable=True),
+        Field("max_steps", int, 100_000, "most attempted steps before giving up", positive=True),
+    ]
 
     def __init__(self, rtol: float = 1e-6, atol: float = 1e-9, h0: float | None = None,
                  max_steps: int = 100_000, safety: float = 0.9, min_factor: float = 0.2,

@@ -156,6 +156,8 @@ class KernelFlow:
     name = "kernel_flow"
     #: no step, hence no stability bound (an Integrator's β)
     stability_interval = None
+    #: no ``[integrator]`` keys besides ``kind``
+    config_fields: list = []
 
     def __repr__(self) -> str:
         return "KernelFlow()"

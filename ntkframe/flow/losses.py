@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..core.backend import infer_backend, to_numpy
+from ..core.fields import Field
 
 _NAMESPACES: dict[type, Any] = {}
 
@@ -67,6 +68,8 @@ class Loss:
     name: str = "base"
     quadratic: bool = False
     curvature: float = 1.0
+    #: the ``[loss]`` keys besides ``kind`` (constructor keywords); the built-in losses take none
+    config_fields: list[Field] = []
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"

@@ -27,15 +27,18 @@ class Recording:
     """What the records of one run share.  H(0), ‖H(0)‖₂, f(·, 0) and f_lin are computed on first use."""
 
     def __init__(self, model: Model, loss: Loss, backend: Backend, X: Any, y: Any, X_test: Any, params0: dict,
-                 block_size: int | str | None = None):
+                 block_size: int | str | None = None, kernel: Callable[..., Any] | None = None):
         self.model, self.loss, self.be, self.X, self.y, self.X_test = model, loss, backend, X, y, X_test
-        self.params0, self.block_size = params0, block_size
+        self.params0, self.block_size, self.kernel = params0, block_size, kernel
         self.trainable = tuple(model.trainable)
         self.frozen = {k: v for k, v in params0.items() if k not in self.trainable}
         self.theta0 = {k: params0[k] for k in self.trainable}
 
     def ntk(self, params: dict, X1: Any, X2: Any = None) -> Any:
-        """The empirical NTK H(X1, X2) at ``params`` through the backend's hot path."""
+        """The NTK H(X1, X2) at ``params``: ``kernel(params, X1, X2)`` if given, else the empirical NTK through
+        the backend's hot path."""
+        if self.kernel is not None:
+            return self.kernel(params, X1, X2)
         return empirical_ntk(self.model, params, X1, X2, backend=self.be, block_size=self.block_size)
 
     def apply(self, params: dict, X: Any) -> Any:

@@ -70,7 +70,7 @@ def simulate(model: Model, loss: Loss, integrator: Integrator | KernelFlow, X: A
              times: Sequence[float] | Any, backend: Backend | str | None = None, params: dict | None = None,
              seed: int = 0, record: Iterable[str] = DEFAULT_RECORD, X_test: Any = None,
              checkpoint: str | os.PathLike | None = None, resume: str | os.PathLike | None = None,
-             progress: bool = True, block_size: int | str | None = None) -> Trajectory:
+             progress: bool = True, block_size: int | str | None = None, kernel: Any = None) -> Trajectory:
     r"""Train ``model`` on (X, y) by gradient flow and record it at ``times``.
 
     Parameter-space integrators follow dθ/dt = −∇θL(θ), L = (1/N) Σ_i ℓ(f_θ(x_i), y_i), from
@@ -90,7 +90,8 @@ def simulate(model: Model, loss: Loss, integrator: Integrator | KernelFlow, X: A
       drift are 0 and the parameter drift is that of θ_lin(t) = θ(0) − J(0)ᵀc(t).
 
     Kernels (N × N, or (N·k) × (N·k) for k outputs) are computed only at record times, via
-    :func:`empirical_ntk` (``block_size`` passes through).  A loss that turns NaN or exceeds
+    :func:`empirical_ntk` (``block_size`` passes through), or by ``kernel(params, X1, X2) -> H`` when given
+    (another kernel estimator, e.g. a run's ``[kernel]`` table; KernelFlow's H(0) too).  A loss that turns NaN or exceeds
     1e6 × its initial value raises :class:`DivergenceError` naming the stable step
     (Euler h < 2N/λ_max(H), RK4 h < ≈2.79N/λ_max(H) for MSE; docs/theory.md §6), λ_max computed on
     the backend.
@@ -144,7 +145,7 @@ def simulate(model: Model, loss: Loss, integrator: Integrator | KernelFlow, X: A
         raise FileExistsError(f"the checkpoint folder {checkpoint} already holds a run; pass resume={str(checkpoint)!r} "
                               "to continue it, or choose an empty folder")
 
-    run = Recording(model, loss, be, X, yb, Xt, params0, block_size)
+    run = Recording(model, loss, be, X, yb, Xt, params0, block_size, kernel)
     loss0 = float(loss.value(run.f0, yb))
     rows: dict[str, list] = {}
     istate: dict = {}

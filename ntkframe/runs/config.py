@@ -76,8 +76,8 @@ class KindTable:
             raise ConfigError(f"{where}: key 'kind' = {kind!r}: {why}; allowed here: {', '.join(self.available())}")
         taken = {f.name for f in self.common} | set(self.provided) | {"kind"}
         out = [self.kind_field(), *self.common, *(f for f in class_fields(cls) if f.name not in taken)]
-        out = [replace(f, default=self.defaults[f.name]) if f.name in self.defaults else f for f in out]
-        return self.adapt(cls, out) if self.adapt is not None else out
+        out = self.adapt(cls, out) if self.adapt is not None else out
+        return [replace(f, default=self.defaults[f.name]) if f.name in self.defaults else f for f in out]
 
 
 @dataclass(frozen=True)
@@ -159,6 +159,9 @@ def validate(raw: dict[str, Any], schema: Schema, source: str = "<config>") -> d
         for key in given:
             if key not in known:
                 raise ConfigError(f"{source}: unknown key {key!r} in {label}; allowed: {', '.join(sorted(known))}")
+        missing = [f.name for f in fields if f.required and f.name not in given]
+        if missing:
+            raise ConfigError(f"{source}: {label} needs the key {missing[0]!r} ({known[missing[0]].help})")
         out[table] = {f.name: f.validate(given[f.name], where) if f.name in given else f.default for f in fields}
     return out
 

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from ..core.activations import Activation
+from ..core.fields import Field
 from ..core.kernels import KernelEstimator
 from ..core.models import MLP, Model, TwoLayerNet, _choice
 from .gaussian import (DEFAULT_TOL, METHODS, check_method, choose_order, closed_moments, gaussian_moments, host,
@@ -226,6 +227,11 @@ class AnalyticNTK(KernelEstimator):
     """
 
     name = "analytic"
+    config_fields = [
+        Field("quadrature_order", int, None, "Gauss–Hermite order (default: chosen from the input norms)",
+              positive=True, nullable=True),
+        Field("method", str, "auto", "closed form, quadrature, or auto", choices=METHODS),
+    ]
 
     def __init__(self, model: Model, quadrature_order: int | None = None, *, kernel: str = "ntk",
                  method: str = "auto", trace: bool = False, standard_mode: str = "expected",

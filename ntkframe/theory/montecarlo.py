@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..core.backend import Backend, get_backend, to_numpy
+from ..core.fields import Field
 from ..core.kernels import KernelEstimator, empirical_ntk
 from ..core.models import Model, TwoLayerNet
 
@@ -63,6 +64,12 @@ class MonteCarloNTK(KernelEstimator):
     """
 
     name = "monte_carlo"
+    config_fields = [
+        Field("samples", int, 100, "initialisations S averaged", positive=True),
+        Field("seed", int, 0, "seed the S initialisation seeds derive from"),
+        Field("batch", int, 1, "initialisations per call (TwoLayerNet: one wide net; samples a multiple of it)",
+              positive=True),
+    ]
 
     def __init__(self, model: Model, samples: int, backend: Backend | str | None = None, seed: int = 0,
                  batch: int = 1, *, trace: bool = False, block_size: int | str | None = None):

@@ -13,22 +13,51 @@ Every built-in experiment is a package of four modules, one per job:
 
 from __future__ import annotations
 
+import inspect
+import pkgutil
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from ...core.models import MLP, OUTPUT_INITS, PARAMETERIZATIONS, TRAIN_MODES, TwoLayerNet
+from ...core.models import MLP, Model
 from ...errors import ConfigError
-from ..config import Field, Schema
+from ..config import Field, KindTable, Schema, class_fields
 from ..rundir import task_sizes, with_n  # noqa: F401 - re-exported for the experiments
 
-MODEL_TABLE = [
-    Field("activation", str, "softplus", "activation σ (any registered one)", choices_from="activations"),
-    Field("train", str, "both", "which layers train (and enter the NTK)", choices=TRAIN_MODES),
-    Field("output_init", str, "gaussian", "initial output weights a: N(0,1) or ±1", choices=OUTPUT_INITS),
-    Field("parameterization", str, "ntk", "where the 1/√m sits (docs/theory.md §5)", choices=PARAMETERIZATIONS),
+#: the ``[model]`` keys of the user's own network (kind = "torch" or "jax"), declared here for the adapters
+NETWORK_FIELDS = [
+    Field("factory", str, None, "'package.module:function' building the network from kwargs (torch: an nn.Module; "
+          "jax: (apply, params) or a JaxModel; a factory with a seed argument gets each run's seed)", required=True,
+          check=lambda v: None if ":" in v else "must look like 'package.module:function'"),
+    Field("kwargs", dict, {}, "keyword arguments of the factory"),
+    Field("width_arg", str, None, "the factory keyword the width experiments sweep (kwargs[width_arg] = m)",
+          nullable=True),
+    Field("path", str, None, "a folder put on sys.path before the factory is imported (relative to the current "
+          "directory), e.g. 'examples'", nullable=True),
 ]
-#: model keys of the theory experiments: the NTK parameterisation only (H* does not exist in the standard one)
-THEORY_MODEL_TABLE = [f for f in MODEL_TABLE if f.name != "parameterization"]
+
+
+def _width_of(cls: Any) -> str | None:
+    """Why model class ``cls`` cannot be swept over widths, or None (it has an ``m`` field, or a width_arg)."""
+    names = {f.name for f in class_fields(cls)}
+    if "m" in names or "width_arg" in names:
+        return None
+    return f"{cls.__name__} declares no width (a config field 'm', or 'width_arg' for a factory) to sweep"
+
+
+def model_table(*, provided: tuple[str, ...] = ("d", "m", "outputs"), common: tuple[Field, ...] = (),
+                kinds: tuple[str, ...] | None = None, sweeps_width: bool = True) -> KindTable:
+    """The ``[model]`` table: ``kind`` (two_layer, mlp, torch, jax or a plugin's) and that class's config_fields,
+    less the ``provided`` ones (d from ``[data]``, the width m from the sweep, outputs from the labels)."""
+    return KindTable("models", "two_layer", "network: two_layer (docs/theory.md §2), mlp, torch or jax (your own "
+                     "network from a factory), or a plugin's", common=common, provided=provided, kinds=kinds,
+                     accepts=_width_of if sweeps_width else None)
+
+
+MODEL_TABLE = model_table()
+#: model keys of the theory experiments: TwoLayerNet in the NTK parameterisation only (H* does not exist in
+#: the standard one, and the closed forms are the two-layer net's)
+THEORY_MODEL_TABLE = model_table(provided=("d", "m", "outputs", "parameterization"), kinds=("two_layer",))
 DATA_TABLE = [
     Field("n", int, 64, "number of inputs N", positive=True),
     Field("d", int, 8, "input dimension d", positive=True),
@@ -42,22 +71,111 @@ def widths_field(default: list[int], help: str = "widths m to measure") -> Field
 
 
 def model_from_config(config: dict[str, dict[str, Any]], m: int | None = None, *, d: int | None = None,
-                      outputs: int = 1) -> TwoLayerNet | MLP:
+                      outputs: int | None = 1) -> Model:
     """The network a run's ``[model]`` table describes, of width ``m`` (default: the table's ``m``).
 
-    ``[model] kind = "mlp"`` gives an :class:`~ntkframe.core.models.MLP` with ``depth`` hidden layers of
-    width m; anything else a :class:`~ntkframe.core.models.TwoLayerNet`
-    f(x) = (1/√m) Σ_r a_r σ(w_rᵀx) (docs/theory.md §2).  The input dimension is ``[data] d`` unless
-    ``d`` is given; a table without ``parameterization`` (the theory experiments) means "ntk".
+    ``kind`` is looked up in the models registry (two_layer: :class:`~ntkframe.core.models.TwoLayerNet`
+    f(x) = (1/√m) Σ_r a_r σ(w_rᵀx), docs/theory.md §2; mlp; torch/jax: the user's network from
+    ``factory(**kwargs)`` with kwargs[width_arg] = m; or a plugin's class, built as
+    ``cls(**keys)`` from its config_fields with d, m and outputs filled in where it declares them).
+    The input dimension is ``[data] d`` unless ``d`` is given.
     """
+    from ...plugins import registry
+
     mc = config["model"]
+    kind = mc.get("kind", "two_layer")
+    cls = registry("models").get(kind)
+    mc = {**{f.name: f.default for f in class_fields(cls)}, **mc}  # a table written by hand may leave keys out
     d = config["data"]["d"] if d is None else d
-    m = mc["m"] if m is None else m
-    par = mc.get("parameterization", "ntk")
-    if mc.get("kind") == "mlp":
-        return MLP(d, [m] * mc["depth"], mc["activation"], outputs=outputs, parameterization=par)
-    return TwoLayerNet(d=d, m=m, activation=mc["activation"], train=mc["train"], output_init=mc["output_init"],
-                       parameterization=par, outputs=outputs)
+    m = mc.get("m") if m is None else m
+    return MODEL_BUILDERS.get(kind, _by_fields)(cls, mc, d=d, m=m, outputs=outputs)
+
+
+def _by_fields(cls: type, mc: dict, *, d: int, m: int | None, outputs: int | None) -> Model:
+    names = {f.name for f in class_fields(cls)}
+    kw = {k: v for k, v in mc.items() if k in names}
+    for key, value in (("d", d), ("m", m), ("outputs", outputs)):
+        if key in names and value is not None:
+            kw[key] = value
+    if outputs not in (None, 1) and "outputs" not in names:
+        raise ConfigError(f"[model] kind = {mc.get('kind')!r} has one output (no 'outputs' field); the labels have "
+                          f"{outputs}")
+    return cls(**kw)
+
+
+def _mlp(cls: type, mc: dict, *, d: int, m: int | None, outputs: int | None) -> Model:
+    return cls(d, [m] * mc["depth"], mc["activation"], outputs=outputs or 1, bias=mc["bias"], beta=mc["beta"],
+               parameterization=mc.get("parameterization", "ntk"))
+
+
+def _factory_kwargs(mc: dict, m: int | None) -> dict[str, Any]:
+    """The factory's keywords, with the width (kwargs[width_arg] = m) and ``path`` put on sys.path."""
+    if mc.get("path") and str(Path(mc["path"]).absolute()) not in sys.path:
+        sys.path.insert(0, str(Path(mc["path"]).absolute()))
+    kwargs = dict(mc.get("kwargs") or {})
+    if mc.get("width_arg") and m is not None:
+        kwargs[mc["width_arg"]] = m
+    return kwargs
+
+
+def _torch(cls: type, mc: dict, *, d: int, m: int | None, outputs: int | None) -> Model:
+    return cls(factory=mc["factory"], kwargs=_factory_kwargs(mc, m))
+
+
+def _jax(cls: type, mc: dict, *, d: int, m: int | None, outputs: int | None) -> Model:
+    """factory(**kwargs) -> (apply, params) or a JaxModel; a factory taking ``seed`` draws params per seed."""
+    kwargs = _factory_kwargs(mc, m)
+    try:
+        fn = pkgutil.resolve_name(mc["factory"])
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ConfigError(f"[model] factory = {mc['factory']!r} cannot be imported: {exc}") from exc
+    seeded = "seed" in inspect.signature(fn).parameters
+    made = fn(**kwargs, seed=0) if seeded else fn(**kwargs)
+    if isinstance(made, cls):
+        return made
+    if not (isinstance(made, tuple) and len(made) == 2 and callable(made[0])):
+        raise ConfigError(f"[model] factory = {mc['factory']!r} returned {type(made).__name__}; a jax factory returns "
+                          "(apply, params) or a JaxModel")
+    init_fn = (lambda seed: fn(**kwargs, seed=seed)[1]) if seeded else None
+    return cls(made[0], made[1], init_fn=init_fn, name=mc["factory"])
+
+
+#: model kinds whose constructor does not take their config keys as they are
+MODEL_BUILDERS: dict[str, Callable[..., Model]] = {"mlp": _mlp, "torch": _torch, "jax": _jax}
+
+
+def registered_names(config: dict[str, dict[str, Any]], backend: Any = None) -> dict[str, dict[str, str]]:
+    """Which registered names a run uses, by registry: {"models": {"biased_two_layer": "example"}, ...}
+    (name → the plugin that registered it), for results.json beside provenance's "plugins"."""
+    from ...plugins import registry
+
+    used = {"experiments": config["experiment"]["kind"], "backends": getattr(backend, "name", None)
+            or config.get("backend", {}).get("name")}
+    for table, kind in (("model", "models"), ("loss", "losses"), ("integrator", "integrators"),
+                        ("kernel", "kernel_estimators")):
+        if table in config:
+            used[kind] = config[table].get("kind")
+    if "model" in config and isinstance(config["model"].get("activation"), str):
+        used["activations"] = config["model"]["activation"]
+    out: dict[str, dict[str, str]] = {}
+    for kind, name in used.items():
+        reg = registry(kind)
+        if name is not None and name in reg:
+            entry = reg.entries[str(name).lower()]
+            out[kind] = {entry.name: entry.plugin}
+    return out
+
+
+def check_model(cfg: dict[str, dict[str, Any]], source: str = "<config>") -> None:
+    """Rules of a width sweep: a factory network (torch, jax) needs ``width_arg``, or every width would be the
+    same network; the digits have d = 64 pixels."""
+    mc, dc = cfg["model"], cfg.get("data", {})
+    if "width_arg" in mc:
+        require(mc["width_arg"] is not None, source, "model", "width_arg", None,
+                "this experiment sweeps the width: name the factory keyword it sets (kwargs[width_arg] = m), "
+                "e.g. width_arg = \"width\"")
+    if dc.get("kind") == "digits":
+        require(dc["d"] == 64, source, "data", "d", dc["d"], "the digits have d = 64 pixels")
 
 
 def require(cond: bool, source: str, table: str, key: str, value: Any, message: str) -> None:
@@ -151,6 +269,7 @@ class Experiment(ExperimentPart):
                     f"that finished: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}
         results["failed_tasks"] = failed
         results["n_tasks"] = len(records)
+        results["registered"] = registered_names(self.config, self.backend)
         return results
 
     def table(self, results: dict[str, Any]) -> str:

@@ -28,8 +28,8 @@ from __future__ import annotations
 from typing import Any
 
 from ...config import Field
-from ..base import MODEL_TABLE, Experiment, require, widths_field
-from ..flow import data_fields, integrator_table
+from ..base import Experiment, model_table, require, widths_field
+from ..flow import data_fields, integrator_table, kernel_table
 from .analyse import THEORY_SLOPE_LAMBDA, ConvergenceAnalysis, envelopes, late_rate
 from .measure import ConvergenceMeasure
 from .report import ConvergenceReport
@@ -55,9 +55,10 @@ SCHEMA = {
         Field("analytic_order", int, None, "Gauss–Hermite order of H* (default: chosen from the input norms)",
               positive=True, nullable=True),
     ],
-    "model": MODEL_TABLE,
+    "model": model_table(kinds=("two_layer",)),  # the envelopes need H* (analytic_ntk): the two-layer net
     "data": data_fields(n=True, n_default=16, d_default=16),
     "integrator": integrator_table(),
+    "kernel": kernel_table(),
 }
 
 

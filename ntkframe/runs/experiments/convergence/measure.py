@@ -12,7 +12,7 @@ from ....flow.simulate import simulate
 from ....theory.analytic import analytic_ntk
 from ...sweep import Task, task_seed
 from ..base import ExperimentPart, model_from_config
-from ..flow import build_integrator, make_data
+from ..flow import build_integrator, kernel_function, make_data
 
 
 class ConvergenceMeasure(ExperimentPart):
@@ -44,7 +44,8 @@ class ConvergenceMeasure(ExperimentPart):
         times = np.linspace(0.0, t_max, ec["n_times"])
         seed = task_seed(ec["seed"], task.key)
         params = model.init(be, seed=seed)
-        integ, info = build_integrator(self.config["integrator"], model, params, X, be)
+        kernel = kernel_function(self.config.get("kernel"), model, be)
+        integ, info = build_integrator(self.config["integrator"], model, params, X, be, kernel=kernel)
         t0 = time.perf_counter()
         traj = simulate(model, MSE(), integ, X, y, times, backend=be, params=params,
                         record=["loss", "outputs", "kernel_eigs"], progress=False)

@@ -33,8 +33,8 @@ from __future__ import annotations
 from typing import Any
 
 from ...config import Field
-from ..base import MODEL_TABLE, Experiment, require, widths_field
-from ..flow import data_fields, integrator_table
+from ..base import MODEL_TABLE, Experiment, check_model, require, widths_field
+from ..flow import data_fields, integrator_table, kernel_table
 from .analyse import FITS, N_BOUND_SLOPES, DriftAnalysis
 from .measure import METRICS, DriftMeasure, close
 from .report import DriftReport, growth_verdict, max_log_correction
@@ -67,13 +67,15 @@ SCHEMA = {
     "model": MODEL_TABLE,
     "data": data_fields(n=False, d_default=8),
     "integrator": integrator_table(),
+    "kernel": kernel_table(),
 }
 
 
 def check_config(cfg: dict[str, dict[str, Any]], source: str = "<config>") -> None:
     """Cross-key rules: fit points among the swept values, and a training mode whose kernel can move."""
     ec, mc = cfg["experiment"], cfg["model"]
-    require(mc["train"] != "output", source, "model", "train", mc["train"],
+    check_model(cfg, source)
+    require(mc.get("train") != "output", source, "model", "train", mc.get("train"),
             "with only a trained the kernel H = SSᵀ/m does not depend on the trained parameters, so "
             "nothing drifts; allowed here: 'both', 'hidden'")
     for key in ("t_for_width_fit", "t_for_n_fit"):

@@ -9,7 +9,7 @@ from ....flow.losses import MSE
 from ....flow.simulate import simulate
 from ...sweep import Task, task_seed
 from ..base import ExperimentPart, model_from_config
-from ..flow import build_integrator, make_data
+from ..flow import build_integrator, kernel_function, make_data
 
 #: the quantities a task records at every time, with their symbols
 METRICS = {
@@ -63,10 +63,11 @@ class DriftMeasure(ExperimentPart):
         model = model_from_config(self.config, m)
         seed = task_seed(ec["seed"], task.key)
         params = model.init(be, seed=seed)
-        integ, info = build_integrator(self.config["integrator"], model, params, X, be)
+        kernel = kernel_function(self.config.get("kernel"), model, be)
+        integ, info = build_integrator(self.config["integrator"], model, params, X, be, kernel=kernel)
         t0 = time.perf_counter()
         traj = simulate(model, MSE(), integ, X, y, ec["times"], backend=be, params=params,
-                        record=["loss", "param_drift", "kernel_drift", "kernel_eigs"], progress=False)
+                        record=["loss", "param_drift", "kernel_drift", "kernel_eigs"], progress=False, kernel=kernel)
         out = {"m": m, "n": n, "replicate": rep, "seed": seed, "data_seed": data_seed,
                "h": info["h"], "h_stable": info["h_stable"], "lambda_max0": info["lambda_max0"],
                "gradient_evaluations": traj.meta.get("gradient_evaluations"), "seconds": time.perf_counter() - t0,

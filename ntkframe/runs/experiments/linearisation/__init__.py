@@ -49,7 +49,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...config import Field
+from ...config import Field, Refused
 from ..base import THEORY_MODEL_TABLE, Experiment, require, widths_field
 from .analyse import LinearisationAnalysis
 from .measure import DATASETS, EXTRA, GAPS, INTEGRATORS, LinearisationMeasure
@@ -89,6 +89,8 @@ SCHEMA = {
         Field("rtol", float, 1e-9, "relative tolerance of dormand_prince", positive=True),
         Field("atol", float, 1e-12, "absolute tolerance of dormand_prince", minimum=0),
     ],
+    "kernel": Refused("the predictors are defined by the empirical H(0) (the linearisation) and the analytic H* "
+                      "(kernel regression), so the kernels are fixed by the experiment"),
 }
 
 

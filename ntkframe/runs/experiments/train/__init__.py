@@ -22,8 +22,8 @@ from typing import Any
 from ....flow.simulate import DEFAULT_RECORD, RECORDABLE
 from ...config import Field
 from ...data import DIGIT_LABELS, LABEL_KINDS
-from ..base import MODEL_TABLE, Experiment, require, task_sizes
-from ..flow import integrator_table
+from ..base import Experiment, model_table, require, task_sizes
+from ..flow import integrator_table, kernel_table, loss_table
 from .measure import SPACINGS, TRAIN_DATA_KINDS, TrainMeasure
 from .report import TrainReport
 
@@ -43,14 +43,8 @@ SCHEMA = {
               item_type=str, choices=tuple(RECORDABLE)),
         Field("checkpoint", bool, True, "save the state at every record time (ntkframe run --resume continues)"),
     ],
-    "model": [
-        Field("kind", str, "two_layer", "network: two_layer (docs/theory.md §2) or mlp (deep, Jacot et al.)",
-              choices=("two_layer", "mlp")),
-        Field("m", int, 1024, "width m (mlp: of every hidden layer)", positive=True),
-        Field("depth", int, 2, "hidden layers of the mlp", positive=True),
-        Field("outputs", int, None, "outputs k (default: from the labels' shape)", positive=True, nullable=True),
-        *MODEL_TABLE,
-    ],
+    "model": model_table(provided=("d",), sweeps_width=False, common=(
+        Field("outputs", int, None, "outputs k (default: from the labels' shape)", positive=True, nullable=True),)),
     "data": [
         Field("kind", str, "teacher", "data set (ntkframe.runs.data)", choices=TRAIN_DATA_KINDS),
         Field("n", int, 64, "number of training inputs N", positive=True),
@@ -69,9 +63,9 @@ SCHEMA = {
         Field("y_path", str, None, "labels (.npy/.csv) (file)", nullable=True),
         Field("normalize", bool, True, "put file inputs on the unit sphere (file)"),
     ],
-    "loss": [Field("kind", str, "mse", "training loss (mse, logistic, cross_entropy, or a plugin's)",
-                   choices_from="losses")],
-    "integrator": integrator_table(kinds=("rk4", "dormand_prince", "euler", "kernel_flow")),
+    "loss": loss_table(),
+    "integrator": integrator_table(network=False),
+    "kernel": kernel_table(),
 }
 
 
@@ -79,11 +73,6 @@ def check_config(cfg: dict[str, dict[str, Any]], source: str = "<config>") -> No
     ec, mc, dc = cfg["experiment"], cfg["model"], cfg["data"]
     if ec["t_min"] is not None:
         require(ec["t_min"] < ec["t_max"], source, "experiment", "t_min", ec["t_min"], "must be < t_max")
-    if mc["kind"] == "mlp":
-        require(mc["train"] == "both", source, "model", "train", mc["train"],
-                "the mlp trains every layer; allowed for mlp: 'both'")
-        require(mc["output_init"] == "gaussian", source, "model", "output_init", mc["output_init"],
-                "the mlp draws every weight N(0, 1); allowed for mlp: 'gaussian'")
     if dc["kind"] == "file":
         require(dc["path"] is not None, source, "data", "path", dc["path"], "data kind 'file' needs a path")
     if dc["kind"] == "digits":

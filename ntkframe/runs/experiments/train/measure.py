@@ -9,12 +9,12 @@ from typing import Any
 
 import numpy as np
 
-from ....core.models import MLP, TwoLayerNet
+from ....core.models import Model
 from ....flow.simulate import Trajectory, simulate
 from ...data import make_dataset
 from ...rundir import atomic_save_npz
-from ..base import ExperimentPart, model_from_config
-from ..flow import build_integrator, make_data
+from ..base import ExperimentPart, model_from_config, registered_names
+from ..flow import build_integrator, from_table, kernel_function, make_data
 from .analyse import summary
 
 TRAIN_DATA_KINDS = ("teacher", "random", "regression_1d", "two_spirals", "digits", "file")
@@ -59,13 +59,12 @@ class TrainMeasure(ExperimentPart):
             return X[np.sort(tr)], y[np.sort(tr)], None, None
         return X[np.sort(tr)], y[np.sort(tr)], X[np.sort(te)], y[np.sort(te)]
 
-    def model(self, d: int, outputs: int) -> TwoLayerNet | MLP:
+    def model(self, d: int, outputs: int) -> Model:
         return model_from_config(self.config, d=d, outputs=outputs)
 
     def loss(self) -> Any:
-        from ....plugins import registry
-
-        return registry("losses").get(self.config["loss"]["kind"])()
+        """The ``[loss]`` kind (a registered loss) built from its config_fields."""
+        return from_table("losses", self.config.get("loss"), "mse")
 
     # -- the run --------------------------------------------------------------------------------------
     def run(self, ctx: Any) -> dict[str, Any]:
@@ -78,8 +77,9 @@ class TrainMeasure(ExperimentPart):
         model = self.model(X.shape[1], outputs)
         loss = self.loss()
         params = model.init(be, seed=ec["seed"])
+        kernel = kernel_function(self.config.get("kernel"), model, be)
         integ, info = build_integrator(self.config["integrator"], model, params, X, be,
-                                       curvature=getattr(loss, "curvature", 1.0))
+                                       curvature=getattr(loss, "curvature", 1.0), kernel=kernel)
         times = self.times()
         ckpt = Path(ctx.dir) / "checkpoint" if ec["checkpoint"] else None
         resume = ckpt if (ckpt is not None and (ckpt / "progress.json").exists()) else None
@@ -94,11 +94,12 @@ class TrainMeasure(ExperimentPart):
                 resume = None
             traj = simulate(model, loss, integ, X, y, times, backend=be, params=None if resume else params,
                             seed=ec["seed"], record=ec["record"], X_test=Xt, checkpoint=ckpt, resume=resume,
-                            progress=ctx.progress_enabled)
+                            progress=ctx.progress_enabled, kernel=kernel)
             traj.save(ctx.dir)
         doc = json.loads((Path(ctx.dir) / "results.json").read_text())
         doc["summary"] = summary(traj, loss, y, yt, info)
         doc["failed_tasks"] = []
+        doc["registered"] = registered_names(self.config, be)
         return doc
 
     @staticmethod

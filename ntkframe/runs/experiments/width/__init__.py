@@ -11,8 +11,11 @@ The package: :mod:`.measure` (tasks: one reference and one kernel per width, per
 
 from __future__ import annotations
 
+from typing import Any
+
 from ...config import Field
-from ..base import DATA_TABLE, MODEL_TABLE, Experiment, widths_field
+from ..base import DATA_TABLE, MODEL_TABLE, Experiment, check_model, widths_field
+from ..flow import kernel_table
 from .analyse import THEORY_SLOPE, WidthAnalysis
 from .measure import WidthMeasure
 from .report import WidthReport
@@ -28,10 +31,16 @@ SCHEMA = {
     ],
     "model": MODEL_TABLE,
     "data": DATA_TABLE,
+    "kernel": kernel_table(),
 }
+
+
+def check_config(cfg: dict[str, dict[str, Any]], source: str = "<config>") -> None:
+    check_model(cfg, source)
 
 
 class WidthConvergence(WidthMeasure, WidthAnalysis, WidthReport, Experiment):
     name = "width"
     description = "distance of the width-m empirical NTK to a wide reference kernel, against m"
     schema = SCHEMA
+    check_config = staticmethod(check_config)
