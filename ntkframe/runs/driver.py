@@ -118,6 +118,9 @@ def run_experiment(config_path: str | Path | None, *, backend: str | None = None
 
 def _saved_config(run_dir: Path) -> dict:
     """The resolved config saved in a run folder, which must be a run Store."""
+    if (run_dir / MANIFEST).exists() and not (run_dir / "config.json").exists():
+        raise NotAStoreError(f"cannot resume {run_dir}: its run stopped before config.json was written; run its "
+                             f"config again with --out {run_dir} (the same settings resume it)")
     if not (run_dir / MANIFEST).exists() or not (run_dir / "config.json").exists():
         legacy = (run_dir / "config.json").exists()
         raise NotAStoreError(f"cannot resume {run_dir}: it is not an ntkframe run folder ({MANIFEST} or config.json "
