@@ -21,6 +21,13 @@ otherwise the one with fewer estimated flops (ties: ``jacobian_contraction``, on
 In words: the contraction wins with few outputs or ``trace`` (its GEMM is at the machine's
 peak), the vector products win with many outputs of a dense net (k > 3: no k² term) and when
 memory is short.
+
+**A backend's own structured path** for a model it can factor layer by layer (torch's per-layer
+rules for an ``nn.Module``, :mod:`ntkframe_torch.layers`) enters the same model as a third
+candidate, ``"structured"``, with its own estimate (:attr:`Problem.structured`: flops per row R,
+per row pair Q, bytes per row B): rows·R + pairs·Q flops, B bytes per row.  ``"auto"`` then
+takes the cheapest of the three among those whose rows fit (ties: structured, then the
+contraction); ``implementation="structured"`` takes it outright.
 """
 
 from __future__ import annotations
@@ -33,17 +40,22 @@ from .kernels import IMPLEMENTATIONS, check_implementation
 from ..errors import InvalidOptionError
 
 GENERIC = ("jacobian_contraction", "ntk_vector_products")
+#: the order "auto" breaks ties in (equal estimated flops)
+PREFERENCE = ("structured",) + GENERIC
 
 
 @dataclass
 class Problem:
     """A model reduced to sizes: k outputs per input, P parameters, F forward flops and A activation
-    bytes per sample (F ≤ 0 when unknown: 2P, a dense net's, is used)."""
+    bytes per sample (F ≤ 0 when unknown: 2P, a dense net's, is used).  ``structured``: the
+    estimate of a backend's own structured path for this model (an object with ``flops_per_row``,
+    ``flops_per_pair`` and ``bytes_per_row``), None when it has none."""
 
     k: int
     n_params: int
     forward_flops: float
     act_bytes: int
+    structured: Any = None
 
     @property
     def flops(self) -> float:
@@ -52,38 +64,50 @@ class Problem:
 
 def row_bytes(implementation: str, prob: Problem, itemsize: int) -> int:
     """Bytes one input row costs in a tile of ``implementation`` (module docstring)."""
+    if implementation == "structured":
+        return int(prob.structured.bytes_per_row)
     if implementation == "jacobian_contraction":
         return 2 * prob.k * prob.n_params * itemsize + prob.act_bytes
     return prob.k * (prob.n_params * itemsize + prob.act_bytes)
 
 
 def estimated_flops(prob: Problem, n1: int, n2: int, symmetric: bool, trace: bool) -> dict[str, float]:
-    """The flops of each generic implementation (module docstring)."""
+    """The flops of each implementation (module docstring); "structured" only with ``prob.structured``."""
     k, P, F = prob.k, prob.n_params, prob.flops
     k_eff = 1 if (trace or k == 1) else k
     pairs = n1 * (n1 + 1) / 2 if symmetric else n1 * n2
     rows = n1 if symmetric else n1 + n2
-    return {"jacobian_contraction": rows * k * 3 * F + 2 * pairs * k * k_eff * P,
-            "ntk_vector_products": n2 * k * 3 * F + n1 * n2 * k * 3 * F}
+    out = {"jacobian_contraction": rows * k * 3 * F + 2 * pairs * k * k_eff * P,
+           "ntk_vector_products": n2 * k * 3 * F + n1 * n2 * k * 3 * F}
+    if prob.structured is not None:
+        out["structured"] = rows * prob.structured.flops_per_row + pairs * prob.structured.flops_per_pair
+    return out
 
 
 def choose(be: Any, prob: Problem, n1: int, n2: int, symmetric: bool, trace: bool, b: int | None,
-           block_size: Any) -> str:
-    """The ``"auto"`` rule of the module docstring, for tiles of b rows (None: one tile)."""
-    if block_size == "auto" and b is not None and b < min(n1, n2, tuning.MIN_AUTO_TILE):
-        return "ntk_vector_products"
-    alive = (n1 if symmetric else n1 + n2) if b is None else min(2 * b, n1 + n2)
-    if alive * row_bytes("jacobian_contraction", prob, be.itemsize) > be.memory_budget():
-        return "ntk_vector_products"
+           block_size: Any, plan: Callable[[str], int | None] | None = None) -> str:
+    """The ``"auto"`` rule of the module docstring, for tiles of b rows (None: one tile; ``plan(impl)``,
+    if given, gives each implementation's own tile edge instead)."""
+    budget = be.memory_budget()
     cost = estimated_flops(prob, n1, n2, symmetric, trace)
-    return "jacobian_contraction" if cost["jacobian_contraction"] <= cost["ntk_vector_products"] \
-        else "ntk_vector_products"
+
+    def fits(impl: str) -> bool:
+        if impl == "ntk_vector_products":  # its columns are chunked to the budget
+            return True
+        bi = b if plan is None else plan(impl)
+        if block_size == "auto" and bi is not None and bi < min(n1, n2, tuning.MIN_AUTO_TILE):
+            return False
+        alive = (n1 if symmetric else n1 + n2) if bi is None else min(2 * bi, n1 + n2)
+        return alive * row_bytes(impl, prob, be.itemsize) <= budget
+
+    return min((i for i in PREFERENCE if i in cost and fits(i)), key=lambda i: (cost[i], PREFERENCE.index(i)))
 
 
 def structured_or_none(be: Any, model: Any, params: Any, X1: Any, X2: Any, *, implementation: Any,
-                       block_size: Any, trace: Any) -> Any:
+                       block_size: Any, trace: Any, layered: bool = False) -> Any:
     """Check the options (one error type per misuse on every backend); the structured kernel when
-    ``model`` is a structured ntkframe Model and ``implementation`` allows it, else None."""
+    ``model`` is a structured ntkframe Model and ``implementation`` allows it, else None.
+    ``layered``: the backend has its own structured path for ``model`` (``"structured"`` is allowed)."""
     from .models import Model
 
     check_implementation(implementation)
@@ -92,7 +116,7 @@ def structured_or_none(be: Any, model: Any, params: Any, X1: Any, X2: Any, *, im
     structured = isinstance(model, Model) and model.structured
     if structured and implementation in ("auto", "structured"):
         return be.jacobian_gram(model, params, X1, X2, block_size=block_size, trace=trace)
-    if implementation == "structured":
+    if implementation == "structured" and not layered:
         raise InvalidOptionError(
             f"implementation='structured' needs an ntkframe Model with Jacobian factors; got {type(model).__name__}; "
             f"allowed for it: {', '.join(i for i in IMPLEMENTATIONS if i != 'structured')}")
@@ -101,7 +125,7 @@ def structured_or_none(be: Any, model: Any, params: Any, X1: Any, X2: Any, *, im
 
 def generic_gram(be: Any, prob: Problem, X1: Any, X2: Any | None, *, implementation: str, block_size: Any,
                  trace: bool, pieces: Callable[[str], dict[str, Any]]) -> Any:
-    """The kernel by the generic ``implementation`` (``"auto"``: :func:`choose`) through the tile engine.
+    """The kernel by ``implementation`` (``"auto"``: :func:`choose`) through the tile engine.
 
     ``pieces(implementation)`` gives ``rows(X, i0, b)`` (per-row data of rows i0:i0+b of X),
     ``tile(R1, R2|None)``, and optionally ``whole(X1, X2|None)`` (the kernel in one piece) and
@@ -117,8 +141,10 @@ def generic_gram(be: Any, prob: Problem, X1: Any, X2: Any | None, *, implementat
     def plan(impl: str) -> int | None:
         return tiles.plan_block(be, row_bytes(impl, prob, be.itemsize), n1, n2, k=k_out, block_size=block_size)
 
+    if implementation == "structured" and prob.structured is None:
+        raise InvalidOptionError("implementation='structured': this backend has no structured path for the model")
     if implementation == "auto":
-        implementation = choose(be, prob, n1, n2, symmetric, trace, plan("jacobian_contraction"), block_size)
+        implementation = choose(be, prob, n1, n2, symmetric, trace, plan("jacobian_contraction"), block_size, plan)
     b = plan(implementation)
     fns = pieces(implementation)
     whole, cross = fns.get("whole"), fns.get("cross")

@@ -27,7 +27,11 @@ and two algorithms compute it (Novak et al. 2022, "Fast finite width neural tang
     :mod:`ntkframe.core.autodiff`, the same on every autodiff backend.
 ``"structured"``
     an ntkframe model's factors (:meth:`~ntkframe.core.backend.Backend.jacobian_gram`): for TwoLayerNet
-    and MLP it beats both by far (GEMMs on N × m factors, never the N × P Jacobian).
+    and MLP it beats both by far (GEMMs on N × m factors, never the N × P Jacobian).  For a torch
+    ``nn.Module`` (or a ``TorchModel``'s), the per-layer rules of :mod:`ntkframe_torch.layers`
+    (each layer's inputs and output cotangents, no N × P Jacobian), through the same tile engine;
+    ``"auto"`` takes them when their estimate (:func:`~ntkframe_torch.layers.module_cost`) is the
+    cheapest of the three.
 
 Inside the ``torch.func`` transforms an ntkframe Model sees a torch namespace whose ``isfinite``
 check is skipped for transformed (vmapped) inputs: the inputs are checked once, up front, on the
@@ -112,14 +116,27 @@ def generic_jacobian_gram(be: Any, model: Any, params: Any, X1: Any, X2: Any | N
     ``"jacobian_contraction"``, ``"ntk_vector_products"``, ``"structured"``; the module docstring
     (:mod:`ntkframe_torch.autodiff`) says when each wins.
     """
+    from .layers import pieces as layered
+
+    applies = layered.applies(be.xp, model, params)
     done = structured_or_none(be, model, params, X1, X2, implementation=implementation, block_size=block_size,
-                              trace=trace)
+                              trace=trace, layered=applies)
     if done is not None:
         return done
+    plan = None
+    if applies and implementation in ("structured", "auto"):
+        plan = layered.plan(be, model, params, X1, X2, trace=trace)
+        if implementation == "structured" or not plan.floating:  # integer inputs: only the layer rules take them
+            sizes = Problem(plan.k, plan.n_params, 0.0, 0, structured=plan.cost)
+            return generic_gram(be, sizes, plan.X1, plan.X2, implementation="structured", block_size=block_size,
+                                trace=trace, pieces=lambda impl: plan.pieces).contiguous()
     prob, X1, X2 = _prepare(be, model, params, X1, X2)
-    sizes = Problem(prob.k, prob.n_params, prob.forward_flops, prob.act_bytes)
+    sizes = Problem(prob.k, prob.n_params, prob.forward_flops, prob.act_bytes,
+                    structured=None if plan is None else plan.cost)
 
     def pieces(impl: str) -> dict[str, Any]:
+        if impl == "structured":
+            return plan.pieces
         make = _jacobian_contraction if impl == "jacobian_contraction" else _ntk_vector_products
         row, tile = make(be, prob, trace)
         return {"rows": lambda X, i0, b: row(X[i0:i0 + b]), "tile": tile}
