@@ -62,3 +62,29 @@ class IncompleteResultError(StoreError):
 class ExecutorError(NtkframeError, RuntimeError):
     """Workers could not be started or reached: a process pool whose workers die at start-up, a Dask
     scheduler address that does not answer."""
+
+
+class InputError(NtkframeError):
+    """An argument of a public function (params, X, y, seed, ...) that cannot be used; the message names
+    the argument, what it was and what is allowed.  Raised as one of the three subclasses below, which
+    are also the built-in exception a caller may already catch."""
+
+
+class InputValueError(InputError, ValueError):
+    """An argument of the right type with a bad value: shape, dtype, NaN/inf, complex numbers, a negative seed."""
+
+
+class InputTypeError(InputError, TypeError):
+    """An argument of the wrong type: params given as a list, an array of another framework or device, a string."""
+
+
+class ParamKeyError(InputError, KeyError):
+    """A parameter dict missing a key the model needs (or holding one it does not have)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+class StabilityWarning(UserWarning):
+    """A fixed-step integrator's step exceeds the stable bound at θ(0): the run may survive, but what it
+    computes is no longer (an approximation of) gradient flow (docs/theory.md §6)."""

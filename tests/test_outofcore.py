@@ -49,7 +49,9 @@ def test_blocked_file_kernel_equals_the_in_memory_one(fmt, symmetric, problem, n
     assert_kernel(F, K, symmetric)
     if fmt == "zarr":
         assert tuple(F.chunks) == (10, 10)
-    assert sorted(p.name for p in tmp_path.iterdir()) == [out.name]  # no tile bitmap left behind
+    # the record of what was computed stays beside the finished file, lock released
+    assert sorted(p.name for p in tmp_path.iterdir()) == [out.name, out.name + ".ntkframe"]
+    assert not (tmp_path / (out.name + ".ntkframe") / ".ntkframe.lock").exists()
     # and through nf.empirical_ntk(..., out=...)
     G = nf.empirical_ntk(model, params, X1, X2, backend=numpy_backend, block_size=16, out=tmp_path / f"G.{fmt}")
     assert_kernel(G, K, symmetric)
@@ -156,18 +158,100 @@ def test_an_interrupted_kernel_resumes_with_only_the_missing_tiles(fmt, problem,
     monkeypatch.setattr(oc, "_tile", failing)
     with pytest.raises(RuntimeError, match=r"tile \(2, 4\) of .* failed: OSError: disk hiccup.*resume=True"):
         kernel_to_file(model, params, X1, backend=numpy_backend, out=out, block_size=10)
-    assert (tmp_path / f"K.{fmt}.tiles.npy").exists()
     first = list(calls)
     assert len(first) == 6 + 5 + 2  # row bands 0 and 1 (tiles j >= i of a 6 x 6 grid), then (2, 2), (2, 3)
 
-    with pytest.raises(ValueError, match="started for other inputs"):
+    with pytest.raises(nf.errors.StoreMismatchError, match="X1: different array contents"):
         kernel_to_file(model, params, X1[::-1], backend=numpy_backend, out=out, block_size=10, resume=True)
     monkeypatch.setattr(oc, "_tile", lambda *a: (calls.append(a[1:3]), real(*a))[1])
     calls.clear()
     F = kernel_to_file(model, params, X1, backend=numpy_backend, out=out, block_size=10, resume=True)
     assert sorted(calls) == sorted({(i, j) for i in range(6) for j in range(i, 6)} - set(first))
     assert_kernel(F, nf.empirical_ntk(model, params, X1, backend=numpy_backend), True)
-    assert sorted(p.name for p in tmp_path.iterdir()) == [out.name]
     calls.clear()  # a finished file is returned as it is
     kernel_to_file(model, params, X1, backend=numpy_backend, out=out, block_size=10, resume=True)
     assert calls == []
+
+
+def test_a_finished_file_is_not_resumed_for_other_inputs_of_the_same_shape(problem, numpy_backend, tmp_path):
+    """Issue 13, finding 3: the fingerprint survives completion, so other X (or params, dtype) is refused."""
+    model, params, X1, _ = problem
+    out = tmp_path / "K.npy"
+    kernel_to_file(model, params, X1, backend=numpy_backend, out=out, block_size=20)
+    other = sphere(N1, 7)
+    with pytest.raises(nf.errors.StoreMismatchError, match=r"X1: different array contents") as info:
+        kernel_to_file(model, params, other, backend=numpy_backend, out=out, block_size=20, resume=True)
+    assert info.value.differences == [d for d in info.value.differences if d.startswith("X1")]
+    moved = {k: v + 1e-3 for k, v in params.items()}
+    with pytest.raises(nf.errors.StoreMismatchError, match=r"params\.W: different array contents"):
+        kernel_to_file(model, moved, X1, backend=numpy_backend, out=out, block_size=20, resume=True)
+    with pytest.raises(nf.errors.StoreMismatchError, match=r"backend\.dtype: 'float64' → 'float32'"):
+        kernel_to_file(model, params, X1, backend=nf.get_backend("numpy", dtype="float32"), out=out, block_size=20,
+                       resume=True)
+    with pytest.raises(nf.errors.StoreMismatchError, match=r"block: 20 → 25"):
+        kernel_to_file(model, params, X1, backend=numpy_backend, out=out, block_size=25, resume=True)
+    # without resume the file is replaced by the kernel asked for
+    F = kernel_to_file(model, params, other, backend=numpy_backend, out=out, block_size=20)
+    assert_kernel(F, nf.empirical_ntk(model, params, other, backend=numpy_backend), True)
+
+
+@pytest.mark.parametrize("fmt", ["npy", "zarr"])
+def test_open_kernel_refuses_an_interrupted_file_or_masks_it_when_asked(fmt, problem, numpy_backend, tmp_path,
+                                                                        monkeypatch):
+    need(fmt)
+    model, params, X1, X2 = problem
+    out = tmp_path / f"K.{fmt}"
+    real = oc._tile
+
+    def failing(shared, i, j, xi, xj):
+        if (i, j) == (1, 2):
+            raise OSError("disk hiccup")
+        return real(shared, i, j, xi, xj)
+
+    monkeypatch.setattr(oc, "_tile", failing)
+    with pytest.raises(RuntimeError, match="disk hiccup"):
+        kernel_to_file(model, params, X1, X2, backend=numpy_backend, out=out, block_size=10)
+    with pytest.raises(nf.errors.IncompleteResultError, match=r"18 missing tiles \(\(1, 2\), \(1, 3\), \(2, 0\)") as info:
+        nf.open_kernel(out)
+    assert "resume=True" in str(info.value) and "allow_incomplete=True" in str(info.value)
+    M = nf.open_kernel(out, allow_incomplete=True)
+    K = nf.empirical_ntk(model, params, X1, X2, backend=numpy_backend)
+    assert isinstance(M, np.ma.MaskedArray) and M.shape == K.shape
+    assert M.mask[10:20, 20:30].all()
+    done = ~M.mask
+    assert done.sum() == 10 * N2 + 10 * 20  # tiles (0, 0..3), (1, 0), (1, 1): serial stops at the failure
+    np.testing.assert_allclose(np.asarray(M.data)[done], K[done], rtol=1e-12, atol=1e-12 * np.abs(K).max())
+
+
+def test_out_in_a_new_folder_is_created_and_a_file_in_the_way_is_a_clear_error(problem, numpy_backend, tmp_path):
+    """Issue 13, finding 3: out='newdir/K.npy' gave a raw FileNotFoundError on a side file."""
+    model, params, X1, _ = problem
+    out = tmp_path / "new" / "dir" / "K.npy"
+    F = kernel_to_file(model, params, X1, backend=numpy_backend, out=out, block_size=30)
+    assert_kernel(F, nf.empirical_ntk(model, params, X1, backend=numpy_backend), True)
+    (tmp_path / "afile").write_text("not a folder")
+    with pytest.raises(nf.errors.NotAStoreError, match="afile is a file, so the folder .* cannot be created"):
+        kernel_to_file(model, params, X1, backend=numpy_backend, out=tmp_path / "afile" / "K.npy", block_size=30)
+
+
+def test_a_file_without_its_record_is_neither_resumed_nor_opened_checked(problem, numpy_backend, tmp_path):
+    model, params, X1, _ = problem
+    out = tmp_path / "K.npy"
+    np.save(out, np.zeros((N1, N1)))  # somebody's own file
+    with pytest.raises(nf.errors.NotAStoreError, match="no record of how it was computed"):
+        kernel_to_file(model, params, X1, backend=numpy_backend, out=out, block_size=30, resume=True)
+    with pytest.raises(nf.errors.NotAStoreError, match=r"verify=False"):
+        nf.open_kernel(out)
+    assert nf.open_kernel(out, verify=False).shape == (N1, N1)  # read unchecked, as asked
+
+
+def test_a_kernel_file_being_written_by_a_live_process_is_refused(problem, numpy_backend, tmp_path):
+    model, params, X1, _ = problem
+    out = tmp_path / "K.npy"
+    kernel_to_file(model, params, X1, backend=numpy_backend, out=out, block_size=30)
+    from ntkframe.core.store import Lock
+
+    with Lock(tmp_path / "K.npy.ntkframe"):  # this live process "is writing" it
+        for resume in (True, False):
+            with pytest.raises(nf.errors.StoreLockedError, match=f"in use by process {__import__('os').getpid()}"):
+                kernel_to_file(model, params, X1, backend=numpy_backend, out=out, block_size=30, resume=resume)

@@ -258,7 +258,7 @@ class Backend:
         X1 = model.check_inputs(self, X1, "X1")
         symmetric = X2 is None
         X2c = X1 if symmetric else model.check_inputs(self, X2, "X2")
-        params = self.params_on_device(params)
+        params = model.check_params(params, self)  # keys, shapes, framework, dtype, finiteness: once, here
         n1, n2 = X1.shape[0], X2c.shape[0]
         k = 1 if trace else model.outputs
         b = tiles.plan_block(self, model.factor_bytes_per_row(self.itemsize, k), n1, n2, k=k, block_size=block_size)
@@ -402,5 +402,7 @@ def resolve_backend(backend: Backend | str | None, params: Any = None) -> Backen
     if backend is not None:
         return get_backend(backend)
     if isinstance(params, dict) and params:
-        return infer_backend(next(iter(params.values())))
+        from .validation import backend_of_params
+
+        return backend_of_params(params)
     return get_backend("numpy")

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from . import validation
 from .activations import Activation, get_activation
 from .fields import Field
 from .gram import GramBlock  # noqa: F401 - re-exported: models build their factors from it
@@ -88,40 +89,35 @@ class Model:
         return int(sum(math.prod(params[k].shape) for k in self.trainable))
 
     def check_inputs(self, be: Any, X: Any, name: str = "X") -> Any:
-        """X as a backend array, after checking it is (N, d), non-empty and finite."""
-        X = be.asarray(X, name=name)
-        if X.ndim != 2:
-            raise ValueError(
-                f"{name} must be a 2-D array of shape (N, d={self.d}); got shape {tuple(X.shape)}"
-                + (" (use X.reshape(-1, 1) for one feature, or X[None, :] for one point)" if X.ndim == 1 else "")
-            )
-        if X.shape[1] != self.d:
-            raise ValueError(f"{name} has d={X.shape[1]} features (shape {tuple(X.shape)}) but the model expects d={self.d}")
-        if X.shape[0] == 0:
-            raise ValueError(f"{name} has no rows (shape {tuple(X.shape)})")
-        if not bool(be.xp.isfinite(X).all()):
-            raise ValueError(f"{name} contains NaN or infinite values")
-        return X
+        """X as a backend array, after checking it is real (not complex), (N, d), non-empty and finite
+        (:func:`ntkframe.core.validation.check_inputs`)."""
+        return validation.check_inputs(be, X, self.d, name)
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]] | None:
+        """The parameter dict's keys and shapes (None: a model whose parameters are any pytree)."""
+        return None
+
+    def check_params(self, params: Any, backend: Any = None, name: str = "params") -> dict:
+        """``params`` on the backend after checking keys, shapes, framework/device, dtype and finiteness
+        (:func:`ntkframe.core.validation.check_params`): what every public entry point runs once."""
+        be = self._backend(backend, params)
+        return validation.check_params(params, self.param_shapes(), be=be, name=name)
 
     def _backend(self, backend: Any, params: dict) -> Any:
-        from .backend import Backend, infer_backend
+        from .backend import Backend
 
         if isinstance(backend, Backend):
             return backend
         if backend is not None:
             from .backend import get_backend
             return get_backend(backend)
-        return infer_backend(next(iter(params.values())))
+        return validation.backend_of_params(validation.check_params_dict(params, self.param_shapes()))
 
-    def _check_params(self, params: dict, shapes: dict[str, tuple[int, ...]]) -> None:
-        if not isinstance(params, dict):
-            raise TypeError(f"params must be a dict of arrays with keys {sorted(shapes)}; got {type(params).__name__}")
-        missing = sorted(set(shapes) - set(params))
-        if missing:
-            raise KeyError(f"params lack {missing}; expected keys {sorted(shapes)}")
-        for key, shape in shapes.items():
-            if tuple(params[key].shape) != shape:
-                raise ValueError(f"params[{key!r}] has shape {tuple(params[key].shape)}; expected {shape}")
+    def _check_params(self, params: dict, shapes: dict[str, tuple[int, ...]], be: Any = None,
+                      values: bool = True) -> dict:
+        """Keys, shapes, dtypes and (``values``, for concrete arrays) finiteness of ``params``
+        (:func:`ntkframe.core.validation.check_params`); moved to ``be`` when given."""
+        return validation.check_params(params, shapes, be=be, values=values)
 
     def _output(self, f: Any) -> Any:
         return f[:, 0] if self.outputs == 1 else f
@@ -181,6 +177,7 @@ class TwoLayerNet(Model):
 
     def init(self, backend: Any = None, seed: int = 0) -> dict[str, Any]:
         """Draw W ~ N(0, 1) and a on the host with ``numpy.random.default_rng(seed)``, then move them."""
+        seed = validation.check_seed(seed)
         be = self._backend(backend or "numpy", {})
         rng = np.random.default_rng(seed)
         W = rng.standard_normal((self.m, self.d))
@@ -192,8 +189,11 @@ class TwoLayerNet(Model):
             a = a / math.sqrt(self.m)
         return {"W": be.asarray(W, name="W"), "a": be.asarray(a, name="a")}
 
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {"W": (self.m, self.d), "a": self._a_shape()}
+
     def _forward(self, be: Any, params: dict, X: Any, need_derivative: bool, dscale: Any = None) -> tuple[Any, Any]:
-        self._check_params(params, {"W": (self.m, self.d), "a": self._a_shape()})
+        """(σ(XWᵀ), σ'(XWᵀ)·dscale or None); the callers have checked params."""
         Z = be.gram(X, params["W"])  # X Wᵀ
         if need_derivative:
             return be.activation_joint(self.activation, Z, dscale, overwrite=True)
@@ -208,6 +208,7 @@ class TwoLayerNet(Model):
         """f(X): (N,) for one output, (N, k) otherwise."""
         be = self._backend(backend, params)
         X = self.check_inputs(be, X)
+        params = self.check_params(params, be)
         S, _ = self._forward(be, params, X, need_derivative=False)
         return self._output((S @ self._a2(params)) * self.c)
 
@@ -215,6 +216,7 @@ class TwoLayerNet(Model):
         """Σ_n cot[n]ᵀ ∂f(x_n)/∂θ for the trainable groups: a ← c Sᵀcot, W ← c ((cot aᵀ) ⊙ D)ᵀ X."""
         be = self._backend(backend, params)
         X = self.check_inputs(be, X)
+        params = self.check_params(params, be)
         cot = self._cotangent(be, cotangent, X.shape[0])
         S, D = self._forward(be, params, X, need_derivative="W" in self.trainable)
         return self._grads(params, X, S, D, cot)
@@ -223,6 +225,7 @@ class TwoLayerNet(Model):
                          check: bool = True) -> tuple[Any, dict[str, Any]]:
         be = self._backend(backend, params)
         X = self.check_inputs(be, X) if check else be.asarray(X, name="X")
+        params = self.check_params(params, be) if check else params
         S, D = self._forward(be, params, X, need_derivative="W" in self.trainable)
         f = self._output((S @ self._a2(params)) * self.c)
         return f, self._grads(params, X, S, D, self._cotangent(be, cotangent_fn(f), X.shape[0]))
@@ -238,6 +241,7 @@ class TwoLayerNet(Model):
 
     def jacobian_factors(self, params: dict, X: Any, backend: Any, trace: bool = False) -> list[GramBlock]:
         be = backend
+        self._check_params(params, self.param_shapes())
         a = params["a"]
         # one output: fold a into σ' inside the elementwise pass (D ← σ'(Z) diag a)
         fold = a if a.ndim == 1 else None
@@ -320,6 +324,7 @@ class MLP(Model):
         return 1.0, 1.0
 
     def init(self, backend: Any = None, seed: int = 0) -> dict[str, Any]:
+        seed = validation.check_seed(seed)
         be = self._backend(backend or "numpy", {})
         rng = np.random.default_rng(seed)
         out = {}
@@ -330,8 +335,11 @@ class MLP(Model):
             out[key] = be.asarray(w, name=key)
         return out
 
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        return self._shapes()
+
     def _forward(self, be: Any, params: dict, X: Any, need_derivative: bool):
-        self._check_params(params, self._shapes())
+        """(f, layer inputs h_l, σ'(z_l)); the callers have checked params."""
         hs, Ds = [X], [None]
         h = X
         for l in range(1, self.depth):
@@ -356,6 +364,7 @@ class MLP(Model):
     def apply(self, params: dict, X: Any, backend: Any = None) -> Any:
         be = self._backend(backend, params)
         X = self.check_inputs(be, X)
+        params = self.check_params(params, be)
         f, _, _ = self._forward(be, params, X, need_derivative=False)
         return self._output(f)
 
@@ -363,6 +372,7 @@ class MLP(Model):
         """Back-propagation: δ_{L+1} = cot, grad W_l = c_l δ_lᵀ h_{l-1}, δ_{l-1} = c_l (δ_l W_l) ⊙ σ'(z_{l-1})."""
         be = self._backend(backend, params)
         X = self.check_inputs(be, X)
+        params = self.check_params(params, be)
         delta = self._cotangent(be, cotangent, X.shape[0])
         _, hs, Ds = self._forward(be, params, X, need_derivative=True)
         return self._backprop(params, hs, Ds, delta)
@@ -371,6 +381,7 @@ class MLP(Model):
                          check: bool = True) -> tuple[Any, dict[str, Any]]:
         be = self._backend(backend, params)
         X = self.check_inputs(be, X) if check else be.asarray(X, name="X")
+        params = self.check_params(params, be) if check else params
         f, hs, Ds = self._forward(be, params, X, need_derivative=True)
         f = self._output(f)
         delta = self._cotangent(be, cotangent_fn(f), X.shape[0])
@@ -389,6 +400,7 @@ class MLP(Model):
 
     def jacobian_factors(self, params: dict, X: Any, backend: Any, trace: bool = False) -> list[GramBlock]:
         be = backend
+        self._check_params(params, self.param_shapes())
         _, hs, Ds = self._forward(be, params, X, need_derivative=True)
         L = self.depth
         c, cb = self._coef(L)
