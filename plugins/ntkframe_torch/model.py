@@ -62,6 +62,11 @@ class TorchModel(Model):
     is what the experiments' width sweeps need.  ``train``: names of the parameters to train
     (default: every parameter with ``requires_grad``).  Outputs: module(X) of shape (N,) or (N, 1)
     is one output, (N, k) is k outputs (more axes are flattened into k).
+
+    The empirical NTK of a TorchModel is its module's (``autodiff_target``): structured per-layer
+    rules (:mod:`ntkframe_torch.layers`) or torch.func, whichever ``implementation`` says.
+    ``config()`` rebuilds the model (``TorchModel(**cfg)``, as the out-of-core writer's workers do)
+    when it was built from an importable factory string; ``module`` is then the class name, checked.
     """
 
     structured = False
@@ -71,6 +76,12 @@ class TorchModel(Model):
         import torch
 
         self._torch = torch
+        expected = module if isinstance(module, str) else None  # config(): the class name, with its factory
+        if expected is not None and factory is None:
+            raise ValueError(f"module={module!r} is the class name config() records; a TorchModel can be rebuilt "
+                             "from its config only when it was built from an importable factory "
+                             "(factory='mypkg.nets:make_net'), not from a module instance")
+        module = None if expected is not None else module
         if (module is None) == (factory is None):
             raise ValueError("give a module instance or a factory (e.g. factory='mypkg.nets:make_resnet'), not both")
         self.factory_spec = factory if isinstance(factory, str) else getattr(factory, "__qualname__", None)
@@ -80,6 +91,8 @@ class TorchModel(Model):
             module = self.factory(**self.kwargs)
         if not isinstance(module, torch.nn.Module):
             raise TypeError(f"TorchModel needs a torch.nn.Module; got {type(module).__name__}")
+        if expected is not None and type(module).__name__ != expected:
+            raise ValueError(f"factory {self.factory_spec!r} built a {type(module).__name__}; the config says {expected}")
         refuse_sample_coupling(torch, module)
         self.module = module
         named = dict(module.named_parameters())
@@ -95,6 +108,7 @@ class TorchModel(Model):
             raise ValueError(f"{type(module).__name__} has no trainable parameters: its NTK is identically zero")
         self.outputs = None  # known after the first forward pass (see _probe)
         self.sample_shape: tuple[int, ...] | None = None
+        self._example: Any = None  # one input row (the cost estimate of factor_bytes_per_row)
 
     def __repr__(self) -> str:
         return f"TorchModel({type(self.module).__name__}, trainable={len(self._trainable)} tensors)"
@@ -104,8 +118,9 @@ class TorchModel(Model):
         return self._trainable
 
     def config(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"kind": "torch", "module": type(self.module).__name__,
-                               "trainable": list(self._trainable)}
+        """kind, the module's class name, the trained parameters (``train``) and, when built from a
+        factory, ``factory`` and ``kwargs``: ``TorchModel(**cfg)`` rebuilds it from an importable factory."""
+        out: dict[str, Any] = {"kind": "torch", "module": type(self.module).__name__, "train": list(self._trainable)}
         if self.factory_spec is not None:
             out.update(factory=self.factory_spec, kwargs=self.kwargs)
         return out
@@ -197,6 +212,8 @@ class TorchModel(Model):
         if self.outputs is None:  # one forward pass on one sample tells k (simulate needs it before training)
             with self._torch.no_grad():
                 self._call(be, self.init(be, seed=None), X[:1])
+        if self._example is None:
+            self._example = X[:1].detach().clone()
         return X
 
     def _call(self, be: Any, params: dict, X: Any) -> Any:
@@ -245,6 +262,18 @@ class TorchModel(Model):
 
     def n_params(self, params: dict) -> int:
         return int(sum(math.prod(params[k].shape) for k in self._trainable))
+
+    def factor_bytes_per_row(self, itemsize: int, k: int) -> int:
+        """Bytes one input row keeps on the structured path (the layer rules' factors, activations and
+        cotangents: :func:`ntkframe_torch.layers.module_cost`), for tiles of the out-of-core writer;
+        estimated on an input row this model has seen (``check_inputs``), k = 1: the trace kernel."""
+        from ntkframe_torch.layers import module_cost
+
+        if self._example is None:
+            raise ValueError("factor_bytes_per_row needs an input row first: call check_inputs(backend, X)")
+        est = module_cost(self.module, self.params, self._example, trace=k == 1)["structured"]
+        own = next((p.element_size() for p in self.module.parameters() if p.is_floating_point()), itemsize)
+        return math.ceil(est.bytes_per_row * itemsize / own)
 
     def autodiff_target(self, params: dict) -> tuple[Any, dict]:
         """(module, params) for the torch backend's NTK paths: the module itself with these

@@ -52,7 +52,7 @@ The package, one concern per module: :mod:`.record` (which layers a rule covers,
 with hooks, the batched backward pass, the memory limits), :mod:`.rules` (each layer's factors and
 path costs), :mod:`.fallback` (the generic path for uncovered parameters), :mod:`.factors`
 (:func:`module_factors`), :mod:`.tile` (:func:`module_gram_tile`), :mod:`.cost`
-(:func:`module_cost`).  The torch backend uses it for ``implementation="structured"`` (and for
+(:func:`module_cost`), :mod:`.pieces` (the tile engine's pieces).  The torch backend uses it for ``implementation="structured"`` (and for
 ``"auto"`` when :func:`module_cost` says it is the cheapest), through the tile engine
 (:mod:`ntkframe_torch.autodiff`).
 

@@ -28,8 +28,9 @@ def module_cost(module: Any, params: Any, X: Any, k: int | None = None, *, trace
     """Estimated costs of the three recipes for ``module`` on batches like ``X``:
     {"structured", "jacobian_contraction", "ntk_vector_products"} -> :class:`Cost`.
 
-    With F = forward flops per sample (2·T·p·q·g summed over the Linear/Conv calls; elementwise
-    work ignored), k outputs (``k=None``: probed), k_eff = 1 with ``trace`` else k, P the
+    With F = forward flops per sample (the matrix products of one row's forward pass as torch's
+    ``FlopCounterMode`` counts them, raw-parameter products included; if it cannot run, 2·T·p·q·g
+    summed over the Linear/Conv calls; elementwise work ignored), k outputs (``k=None``: probed), k_eff = 1 with ``trace`` else k, P the
     parameters differentiated, itemsize b:
 
     * structured: per row F + k·F (the forward and the k cotangent passes, input gradients only)
@@ -47,10 +48,11 @@ def module_cost(module: Any, params: Any, X: Any, k: int | None = None, *, trace
     n = X.shape[0]
     kk = 1 if (trace or k == 1) else k
     b = torch.empty((), dtype=spec.dtype).element_size()
-    fwd = 0
-    for name, (mod, rule) in spec.modules.items():
-        if records.get(name) and rule in ("linear", "conv1d", "conv2d"):
-            fwd += _shape_of(mod, rule, records[name], {"weight": 1}).fwd
+    fwd = _counted_flops(torch, spec, X[:1])
+    if fwd <= 0:
+        for name, (mod, rule) in spec.modules.items():
+            if records.get(name) and rule in ("linear", "conv1d", "conv2d"):
+                fwd += _shape_of(mod, rule, records[name], {"weight": 1}).fwd
     P = sum(v.numel() for v in spec.diff.values())
     P_gen = P - sum(spec.diff[pn].numel() for pn in spec.covered_names())
     row, pair, kept = fwd + k * fwd, 0.0, k * acts
@@ -67,3 +69,15 @@ def module_cost(module: Any, params: Any, X: Any, k: int | None = None, *, trace
         "jacobian_contraction": Cost(fwd + 2 * k * fwd, 2 * k * kk * P, b * (k * P + acts)),
         "ntk_vector_products": Cost(3 * k * fwd, 3 * k * fwd, b * (P + 3 * acts)),
     }
+
+
+def _counted_flops(torch: Any, spec: Any, x1: Any) -> float:
+    """Matrix-product flops of one row's forward pass (torch's FlopCounterMode); 0 if it cannot run."""
+    try:
+        from torch.utils.flop_counter import FlopCounterMode
+
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            spec.call(x1)
+        return float(counter.get_total_flops())
+    except Exception:  # noqa: BLE001 - an estimate only: the caller sums the covered layers instead
+        return 0.0
