@@ -138,12 +138,89 @@ def test_too_large_a_step_raises_divergence_error_with_the_stable_bound(method, 
     H = nf.empirical_ntk(model, model.init("numpy", seed=0), X)
     bound = float(beta) * N / np.linalg.eigvalsh(H)[-1]
     h = 1.6 * bound
-    with pytest.raises(nf.DivergenceError) as info:
+    with pytest.raises(nf.DivergenceError) as info, pytest.warns(nf.errors.StabilityWarning, match="1.6 ×"):
         with np.errstate(over="ignore", invalid="ignore"):  # the blow-up overflows before it is caught
             nf.simulate(model, nf.MSE(), method(h=h), X, y, [300 * h], record=["loss"])
     text = str(info.value)
     assert "too large" in text and f"h < {beta}N/λ_max(H)" in text
     assert f"= {bound:.6g}" in text
+
+
+def _bound_at_start(model, X, beta):
+    H = nf.empirical_ntk(model, model.init("numpy", seed=0), X)
+    return beta * X.shape[0] / np.linalg.eigvalsh(H)[-1]
+
+
+def test_divergence_at_three_times_the_stable_step_advises_the_bound_at_theta0():
+    """Issue 13, finding 8: the advice came from the blown-up λ_max (h < 1.4e-5 where the bound is 2.67)."""
+    X, y = _data(12, 3, seed=4)
+    model = nf.TwoLayerNet(d=3, m=64, activation="softplus")
+    bound = _bound_at_start(model, X, 2.0)
+    h = 3.0 * bound
+    times = [k * h for k in range(0, 400, 5)]  # records along the way: the last good state is blown up
+    with pytest.warns(nf.errors.StabilityWarning, match=r"3 × the stable bound at θ\(0\)"):
+        with pytest.raises(nf.DivergenceError) as info, np.errstate(over="ignore", invalid="ignore"):
+            nf.simulate(model, nf.MSE(), nf.Euler(h=h), X, y, times, record=["loss"])
+    text = str(info.value)
+    advised = float(text.split("h < 2N/λ_max(H) = ")[1].split(" = ")[1].split(" ")[0])
+    assert abs(advised - bound) <= 0.1 * bound, (advised, bound)
+    assert "at θ(0)" in text
+
+
+@pytest.mark.parametrize("factor", [1.2, 1.5])
+def test_a_step_above_the_bound_warns_even_when_the_run_survives(factor):
+    X, y = _data(12, 3, seed=4)
+    model = nf.TwoLayerNet(d=3, m=64, activation="softplus")
+    h = factor * _bound_at_start(model, X, 2.0)
+    with pytest.warns(nf.errors.StabilityWarning, match=f"{factor:g} × the stable bound") as seen:
+        with np.errstate(over="ignore", invalid="ignore"):
+            try:
+                nf.simulate(model, nf.MSE(), nf.Euler(h=h), X, y, [0.0, 40 * h], record=["loss"])
+            except nf.DivergenceError:
+                pass  # whether it survives or not, the warning was given first
+    assert len([w for w in seen if issubclass(w.category, nf.errors.StabilityWarning)]) == 1
+
+
+def test_a_stable_step_does_not_warn():
+    import warnings
+
+    X, y = _data(12, 3, seed=4)
+    model = nf.TwoLayerNet(d=3, m=64, activation="softplus")
+    h = 0.9 * _bound_at_start(model, X, 2.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", nf.errors.StabilityWarning)
+        nf.simulate(model, nf.MSE(), nf.Euler(h=h), X, y, [0.0, 10 * h], record=["loss"])
+
+
+@pytest.mark.parametrize("outputs", [1, 2])
+def test_power_iteration_lambda_max_equals_the_eigenvalue_of_h0(outputs):
+    """Above DENSE_LIMIT rows, λ_max(H(θ(0))) comes from H v products (vjp + a central difference)."""
+    from ntkframe.flow.recorders import Recording
+    from ntkframe.flow.stability import lambda_max_at_start
+
+    be = nf.get_backend("numpy")
+    X, _ = _data(20, 3, seed=6)
+    model = nf.MLP(d=3, widths=[32, 16], activation="tanh", outputs=outputs)
+    params = model.init(be, seed=1)
+    run = Recording(model, nf.MSE(), be, be.asarray(X), None, None, params)
+    lam, how = lambda_max_at_start(run, ("loss",), dense_limit=0)
+    assert how.startswith("power iteration")
+    exact, _ = lambda_max_at_start(run, ("loss",))
+    assert lam == pytest.approx(exact, rel=1e-4)
+
+
+def test_resume_with_other_parameters_or_seed_is_refused_listing_theta0(tmp_path):
+    X, y = _data(6, 3, seed=10)
+    model = nf.TwoLayerNet(d=3, m=16)
+    ck = tmp_path / "ck"
+    nf.simulate(model, nf.MSE(), nf.RK4(h=0.1), X, y, [0.0, 0.5], checkpoint=ck, seed=1)
+    with pytest.raises(nf.errors.StoreMismatchError, match=r"params0\.W: different array contents") as info:
+        nf.simulate(model, nf.MSE(), nf.RK4(h=0.1), X, y, [0.0, 0.5, 1.0], resume=ck, seed=2)
+    assert "θ(0) (params or seed)" in str(info.value)
+    with pytest.raises(nf.errors.StoreMismatchError, match=r"X: different array contents"):
+        nf.simulate(model, nf.MSE(), nf.RK4(h=0.1), X[::-1], y, [0.0, 0.5, 1.0], resume=ck, seed=1)
+    out = nf.simulate(model, nf.MSE(), nf.RK4(h=0.1), X, y, [0.0, 0.5, 1.0], resume=ck, seed=1)
+    assert out.times.tolist() == [0.0, 0.5, 1.0]
 
 
 def test_checkpoint_and_resume_reproduce_the_uninterrupted_run(tmp_path):
@@ -157,7 +234,7 @@ def test_checkpoint_and_resume_reproduce_the_uninterrupted_run(tmp_path):
         kw = dict(X_test=Xt, record=record)
         whole = nf.simulate(model, nf.MSE(), integrator, X, y, times, **kw)
         nf.simulate(model, nf.MSE(), integrator, X, y, times[:2], checkpoint=ck, **kw)  # "interrupted" at t=0.5
-        assert sorted(p.name for p in ck.iterdir()) == ["progress.json", "state-000001.npz"]
+        assert sorted(p.name for p in ck.iterdir()) == ["manifest.json", "progress.json", "state-000001.npz"]
         resumed = nf.simulate(model, nf.MSE(), integrator, X, y, times, resume=ck, **kw)
         assert sorted(resumed.arrays) == sorted(whole.arrays)
         for key in whole.arrays:
@@ -172,7 +249,7 @@ def test_checkpoint_and_resume_reproduce_the_uninterrupted_run(tmp_path):
     ck = tmp_path / "rk4"
     with pytest.raises(FileExistsError, match="already holds a run; pass resume="):
         nf.simulate(model, nf.MSE(), nf.RK4(h=0.1), X, y, times, checkpoint=ck, X_test=Xt, record=record)
-    with pytest.raises(ValueError, match="its integrator was"):
+    with pytest.raises(nf.errors.StoreMismatchError, match=r"integrator\.h: 0\.1 → 0\.2"):
         nf.simulate(model, nf.MSE(), nf.RK4(h=0.2), X, y, times, resume=ck, X_test=Xt, record=record)
     with pytest.raises(ValueError, match="times that extend them"):
         nf.simulate(model, nf.MSE(), nf.RK4(h=0.1), X, y, [0.0, 1.0, 2.0, 3.0], resume=ck, X_test=Xt, record=record)

@@ -334,3 +334,18 @@ class Store:
 
 def _payload_sum(body: Any) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def record_checksum(body: Any) -> str:
+    """sha256 of a JSON-able record's canonical text (what :meth:`Store.put` stores beside a payload), for
+    records that must keep a fixed layout of their own (a checkpoint's ``progress.json``)."""
+    return _payload_sum(to_jsonable(body))
+
+
+def file_checksum(path: str | Path) -> str:
+    """sha256 of a file's bytes (read in 1 MiB blocks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

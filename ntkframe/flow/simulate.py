@@ -11,6 +11,7 @@ path; arrays stay on the backend's device between record times.  Checkpoints go 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
@@ -23,12 +24,14 @@ from ..core.backend import Backend, to_numpy
 from ..core.kernels import _resolve_backend
 from ..core.models import Model
 from ..core.provenance import provenance
+from ..core.validation import check_seed, check_targets_real
 from ..errors import DivergenceError
 from .integrators import Integrator, check_times, divergence_error
-from .linearised import KernelFlow, kernel_matrix
+from . import stability
+from .linearised import KernelFlow
 from .losses import Loss
 from .pytree import tree_map
-from .recorders import DEFAULT_RECORD, RECORDABLE, Recording, Snapshot, spectral_norm
+from .recorders import DEFAULT_RECORD, RECORDABLE, Recording, Snapshot
 from .trajectory import Checkpoint, FlowState, Trajectory, fingerprint
 
 __all__ = ["simulate", "GradientFlow", "Trajectory", "RECORDABLE", "DEFAULT_RECORD", "DIVERGENCE_FACTOR"]
@@ -93,14 +96,18 @@ def simulate(model: Model, loss: Loss, integrator: Integrator | KernelFlow, X: A
     :func:`empirical_ntk` (``block_size`` passes through), or by ``kernel(params, X1, X2) -> H`` when given
     (another kernel estimator, e.g. a run's ``[kernel]`` table; KernelFlow's H(0) too).  A loss that turns NaN or exceeds
     1e6 × its initial value raises :class:`DivergenceError` naming the stable step
-    (Euler h < 2N/λ_max(H), RK4 h < ≈2.79N/λ_max(H) for MSE; docs/theory.md §6), λ_max computed on
-    the backend.
+    (Euler h < 2N/λ_max(H), RK4 h < ≈2.79N/λ_max(H) for MSE; docs/theory.md §6) with λ_max = λ_max(H(θ(0))),
+    measured once at the start for a fixed-step integrator (:mod:`ntkframe.flow.stability`), which also
+    warns (:class:`~ntkframe.errors.StabilityWarning`) when h exceeds that bound even if the run survives.
 
-    ``checkpoint=dir`` saves the state at every record time (npz of parameters and records so
-    far + progress.json, each written atomically); ``resume=dir`` continues such a run — with the
-    same model, loss, integrator, data and record list, and ``times`` that extend the recorded
-    ones — and gives the same trajectory as an uninterrupted run; it keeps checkpointing into
-    ``dir`` unless ``checkpoint`` names another folder.  ``progress`` shows a tqdm bar over
+    ``checkpoint=dir`` saves the state at every record time (a fingerprinted, locked Store: npz of
+    parameters and records so far + progress.json, each written atomically and checksummed;
+    :class:`~ntkframe.flow.trajectory.Checkpoint`); ``resume=dir`` continues such a run — with the
+    same model, loss, integrator, data, θ(0) (the same ``params``, or ``seed``), record list and dtype,
+    else :class:`~ntkframe.errors.StoreMismatchError` lists what differs, and ``times`` that extend
+    the recorded ones — and gives the same trajectory as an uninterrupted run, bit for bit; a damaged
+    checkpoint raises :class:`~ntkframe.errors.IncompleteResultError` (never used).  It keeps
+    checkpointing into ``dir`` unless ``checkpoint`` names another folder.  ``progress`` shows a tqdm bar over
     simulated time when stderr is a terminal.
     """
     started = time.perf_counter()
@@ -116,36 +123,33 @@ def simulate(model: Model, loss: Loss, integrator: Integrator | KernelFlow, X: A
     be = _resolve_backend(backend, params)
     X = model.check_inputs(be, X, "X")
     n = X.shape[0]
+    check_targets_real(y)
     yb = loss.prepare_targets(y, model.outputs, n, backend=be)
     Xt = None if X_test is None else model.check_inputs(be, X_test, "X_test")
     times = check_times(times, 0.0)
-    fp = fingerprint(model, loss, integrator, record, be.dtype_name, X, yb, Xt)
+    # θ(0): the given params (a group may be a pytree, JaxModel's {"params": tree}) checked and moved, or drawn
+    seed = check_seed(seed)
+    params0 = model.init(be, seed=seed) if params is None else model.check_params(params, be)
+    fp = fingerprint(model, loss, integrator, record, be.dtype_name, X, yb, Xt, params0)
 
     resumed = None
     if resume is not None:
-        resumed = Checkpoint(resume, fp).load()
+        resumed = Checkpoint(resume, fp).load()  # another run's folder: refused listing what differs
         done = [float(v) for v in resumed.rows["times"]]
         if times[:len(done)] != done:
             raise ValueError(f"cannot resume {resume}: it recorded times {done[:6]}..., which are not the first "
                              f"{len(done)} of the requested times {times[:6]}...; resume needs times that extend them")
-        if params is not None and not _same_params(params, resumed.params0):
-            raise ValueError(f"params differ from θ(0) stored in the checkpoint {resume}; resume uses the stored θ(0), "
-                             "so pass params=None (or the same parameters)")
-        params0 = {k: tree_map(lambda a, k=k: be.asarray(a, name=k), v) for k, v in resumed.params0.items()}
         checkpoint = resume if checkpoint is None else checkpoint
-    elif params is None:
-        params0 = model.init(be, seed=seed)
-    else:
-        if not isinstance(params, dict):
-            raise TypeError(f"params must be a dict of arrays (as model.init returns); got {type(params).__name__}")
-        # a group may be a pytree (JaxModel's {"params": tree}): every leaf to the backend
-        params0 = {k: tree_map(lambda a, k=k: be.asarray(a, name=f"params[{k!r}]"), v) for k, v in params.items()}
     saver = None if checkpoint is None else Checkpoint(checkpoint, fp, be.describe())
     if saver is not None and resumed is None and saver.exists():
         raise FileExistsError(f"the checkpoint folder {checkpoint} already holds a run; pass resume={str(checkpoint)!r} "
                               "to continue it, or choose an empty folder")
 
     run = Recording(model, loss, be, X, yb, Xt, params0, block_size, kernel)
+    lam0 = None  # λ_max(H(θ(0))): measured now for a fixed step (the warning), else on divergence
+    if not exact and integrator.stability_interval is not None:
+        lam0 = stability.lambda_max_at_start(run, record)
+        stability.warn_if_unstable(integrator, loss, n, *lam0)
     loss0 = float(loss.value(run.f0, yb))
     rows: dict[str, list] = {}
     istate: dict = {}
@@ -159,23 +163,25 @@ def simulate(model: Model, loss: Loss, integrator: Integrator | KernelFlow, X: A
     flow = None if exact else GradientFlow(model, loss, X, yb, run.frozen, be)
     bar = _progress_bar(progress and bool(remaining), t_start, times[-1])
     on_step = None if bar is None else (lambda t: bar.update(t - bar.n))
-    last = (t_start, {**run.frozen, **theta})  # the latest recorded (t, θ(t)): θ_lin(t) under KernelFlow
+    last = {**run.frozen, **theta}  # θ at the latest record time: θ_lin(t) under KernelFlow
     try:
-        for at, istate in _snapshots(run, integrator, flow, theta, remaining, t_start, istate, loss0, on_step):
-            row = {"times": at.t}
-            for name in ("loss", *(r for r in record if r != "loss")):
-                row.update(RECORDABLE[name](run, at))
-            if "steps" in istate:
-                row["steps"] = istate["steps"]
-            for k, v in row.items():
-                rows.setdefault(k, []).append(v)
-            last = (at.t, at.params)
-            if saver is not None:
-                saver.save(FlowState(params0, at.theta, rows, at.t, istate))
-            if bar is not None:
-                bar.update(at.t - bar.n)
+        with saver.writing() if saver is not None else contextlib.nullcontext():
+            for at, istate in _snapshots(run, integrator, flow, theta, remaining, t_start, istate, loss0, on_step):
+                row = {"times": at.t}
+                for name in ("loss", *(r for r in record if r != "loss")):
+                    row.update(RECORDABLE[name](run, at))
+                if "steps" in istate:
+                    row["steps"] = istate["steps"]
+                for k, v in row.items():
+                    rows.setdefault(k, []).append(v)
+                if saver is not None:
+                    saver.save(FlowState(params0, at.theta, rows, at.t, istate))
+                if bar is not None:
+                    bar.update(at.t - bar.n)
+                last = at.params
     except DivergenceError as exc:
-        raise DivergenceError(_divergence_message(exc, integrator, loss, n, last, run)) from exc
+        lam, how = lam0 or stability.lambda_max_at_start(run, record)
+        raise DivergenceError(stability.divergence_message(exc, integrator, loss, n, lam, how, be.name)) from exc
     finally:
         if bar is not None:
             bar.close()
@@ -189,7 +195,7 @@ def simulate(model: Model, loss: Loss, integrator: Integrator | KernelFlow, X: A
         "wall_seconds": time.perf_counter() - started, "resumed_from": None if resume is None else str(resume),
         "provenance": provenance(be),
     }
-    return Trajectory(arrays, meta, params=to_numpy(last[1]))
+    return Trajectory(arrays, meta, params=to_numpy(last))
 
 
 def _snapshots(run: Recording, integrator: Integrator | KernelFlow, flow: GradientFlow | None, theta: dict,
@@ -233,36 +239,6 @@ def _check_record(record: Iterable[str], loss: Loss, exact: bool) -> tuple[str, 
         raise ValueError(f"{what} needs the linearised dynamics in closed form, which exist for MSE only; "
                          f"got loss {loss.name!r}")
     return record
-
-
-def _same_params(a: dict, b: dict) -> bool:
-    if set(a) != set(b):
-        return False
-    return all(np.array_equal(np.asarray(to_numpy(a[k]), dtype=np.float64), to_numpy(b[k])) for k in a)
-
-
-def _divergence_message(exc: DivergenceError, integrator: Integrator, loss: Loss, n: int,
-                        last_good: tuple[float, dict], run: Recording) -> str:
-    """The divergence error's text: what happened and the stable step from λ_max(H) at the last good state."""
-    t_good, p_good = last_good
-    be = run.be
-    lam = spectral_norm(be, kernel_matrix(be, run.ntk(p_good, run.X)))
-    head = f"gradient flow with {integrator!r} diverged: {exc}."
-    where = f"λ_max(H) = {lam:.6g} at t={t_good:g} (the NTK on the {be.name} backend), N = {n}"
-    beta = integrator.stability_interval
-    if beta is None:
-        rate = loss.curvature * lam / n
-        return (f"{head} Exact gradient flow never increases the loss, so the integration failed: the flow's "
-                f"fastest rate is κλ_max(H)/N = {rate:.4g} ({where}), and explicit steps much above 3/rate are "
-                "unstable. Tighten rtol/atol, and check the data and initial parameters for NaN or inf")
-    bound = integrator.stable_step(n, lam)
-    text = (f"{head} The step h={getattr(integrator, 'h', float('nan')):g} is too large: on MSE, "
-            f"{type(integrator).__name__} is stable for h < {beta:g}N/λ_max(H) = {beta:g}·{n}/{lam:.6g} = {bound:.6g} "
-            f"({where}; docs/theory.md §6)")
-    if loss.curvature != 1.0:
-        text += (f"; for the {loss.name} loss (ℓ'' ≤ {loss.curvature:g}) the linearised bound is "
-                 f"{beta:g}N/({loss.curvature:g}·λ_max(H)) = {integrator.stable_step(n, lam, loss.curvature):.6g}")
-    return text + ". Take a smaller h, or DormandPrince for an adaptive step"
 
 
 def _progress_bar(enabled: bool, start: float, total: float) -> Any:

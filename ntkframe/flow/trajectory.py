@@ -7,21 +7,26 @@ one place that writes and reads a run's resumable state (``save(state)`` after e
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
 from ..core.backend import to_numpy
-from ..core.store import atomic_save_npz, atomic_write_json, to_jsonable
+from ..core.store import (MANIFEST, Store, atomic_save_npz, atomic_write_json, code_version, file_checksum,
+                          record_checksum)
+from ..errors import IncompleteResultError, StoreMismatchError
+from .pytree import tree_map
 from .recorders import RECORDABLE
 
 TRAJECTORY_FORMAT = "ntkframe.trajectory/1"
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2
+KIND = "checkpoint"
+PROGRESS = "progress.json"
 
 
 class Trajectory:
@@ -105,37 +110,61 @@ class FlowState:
 
 
 def fingerprint(model: Any, loss: Any, integrator: Any, record: tuple[str, ...], dtype: str,
-                X: Any, y: Any, X_test: Any) -> dict[str, Any]:
-    """What must not change between a checkpoint and its resumption (configs, record list, dtype, data digests)."""
+                X: Any, y: Any, X_test: Any, params0: Any = None) -> dict[str, Any]:
+    """What must not change between a checkpoint and its resumption: configs, record list, dtype, the data
+    and θ(0) (arrays enter by sha256, shape and dtype: :func:`ntkframe.core.store.canonical`), code version."""
     return {"model": model.config(), "loss": loss.config(), "integrator": integrator.config(),
-            "record": sorted(record), "dtype": dtype, "X": _digest(X), "y": _digest(y), "X_test": _digest(X_test)}
+            "record": sorted(record), "dtype": dtype, "X": _host(X), "y": _host(y), "X_test": _host(X_test),
+            "params0": None if params0 is None else tree_map(_host, params0), "code": code_version()}
 
 
-def _digest(x: Any) -> str | None:
-    if x is None:
-        return None
-    a = np.ascontiguousarray(to_numpy(x))
-    return hashlib.sha256(str(a.shape).encode() + a.tobytes()).hexdigest()[:32]
+def _host(x: Any) -> np.ndarray | None:
+    return None if x is None else np.ascontiguousarray(to_numpy(x))
 
 
 class Checkpoint:
     """The resumable state of one simulate run in ``folder``, for the run whose ``fingerprint`` is given.
 
-    Files (format :data:`CHECKPOINT_FORMAT`): ``state-XXXXXX.npz`` (``params0/*``, ``theta/*``,
-    ``rows/*``; XXXXXX the index of the latest record) and ``progress.json`` pointing at it, with t,
-    the integrator state, the fingerprint and ``info`` (the backend); each written atomically,
-    the npz first, and older state files removed after.
+    The folder is a :class:`~ntkframe.core.store.Store` of kind ``"checkpoint"``: ``manifest.json``
+    holds the fingerprint (resuming another run raises :class:`~ntkframe.errors.StoreMismatchError`
+    listing what differs), ``.ntkframe.lock`` is held while a run writes it (:meth:`writing`).
+    The state: ``state-XXXXXX.npz`` (``params0/*``, ``theta/*``, ``rows/*``; XXXXXX the index of the
+    latest record) and ``progress.json`` pointing at it with t, the integrator state, ``info`` (the
+    backend), the sha256 of the npz and a sha256 of its own content; each written atomically, the npz
+    first, older state files removed after — so a kill at any point leaves a consistent pair.  A
+    ``progress.json`` or npz that fails its checksum is reported (:class:`~ntkframe.errors.IncompleteResultError`),
+    never used.
     """
 
     def __init__(self, folder: str | os.PathLike, fingerprint: dict[str, Any], info: dict[str, Any] | None = None):
         self.folder, self.fingerprint, self.info = Path(folder), fingerprint, info or {}
+        self._store: Store | None = None
 
     def exists(self) -> bool:
         """Whether the folder holds a checkpoint (of any run)."""
-        return (self.folder / "progress.json").exists()
+        return (self.folder / MANIFEST).is_file()
+
+    def store(self, create: bool = True) -> Store:
+        """The folder's Store for this run's fingerprint (refused if it holds another run's)."""
+        if self._store is None:
+            try:
+                self._store = Store(self.folder, self.fingerprint, kind=KIND, create=create)
+            except StoreMismatchError as exc:
+                raise StoreMismatchError(
+                    f"cannot resume {self.folder}: it holds a run with other settings:\n  "
+                    + "\n  ".join(exc.differences or ["(fingerprints differ)"])
+                    + "\nresume needs the same model, loss, integrator, data, θ(0) (params or seed), record list "
+                      "and dtype", differences=exc.differences) from None
+        return self._store
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator["Checkpoint"]:
+        """Hold the folder's lock while a run writes it (a second writer gets StoreLockedError)."""
+        with self.store().lock:
+            yield self
 
     def save(self, state: FlowState) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self.store()
         index = len(state.rows["times"]) - 1
         state_file = f"state-{index:06d}.npz"
         arrays = {f"params0/{k}": to_numpy(v) for k, v in state.params0.items()}
@@ -143,28 +172,38 @@ class Checkpoint:
         arrays.update({f"rows/{k}": np.asarray(v) for k, v in state.rows.items()})
         atomic_save_npz(self.folder / state_file, **arrays)
         progress = {"format": CHECKPOINT_FORMAT, "state_file": state_file, "index": index, "t": state.t,
-                    "integrator_state": state.integrator_state, "fingerprint": self.fingerprint, "backend": self.info}
-        atomic_write_json(self.folder / "progress.json", progress)
+                    "integrator_state": state.integrator_state, "backend": self.info,
+                    "state_sha256": file_checksum(self.folder / state_file)}
+        atomic_write_json(self.folder / PROGRESS, {**progress, "sha256": record_checksum(progress)})
         for old in self.folder.glob("state-*.npz"):
             if old.name != state_file:
                 old.unlink()
 
     def load(self) -> FlowState:
-        """The saved state, after checking the format and that the fingerprint matches this run's."""
-        path = self.folder / "progress.json"
+        """The saved state, after checking the fingerprint matches this run's and the files their checksums."""
+        store = self.store(create=False)
+        path = self.folder / PROGRESS
         if not path.is_file():
-            raise FileNotFoundError(f"nothing to resume in {self.folder}: no progress.json "
-                                    "(simulate(checkpoint=...) writes it)")
-        progress = json.loads(path.read_text())
+            raise IncompleteResultError(f"nothing to resume in {self.folder}: no {PROGRESS} (the run was stopped "
+                                        "before its first record time); start it again without resume")
+        try:
+            progress = json.loads(path.read_text())
+            body = {k: v for k, v in progress.items() if k != "sha256"}
+            ok = progress.get("sha256") == record_checksum(body)
+        except (OSError, ValueError, AttributeError):
+            ok = False
+        if not ok:
+            raise IncompleteResultError(f"the checkpoint {path} is damaged (unreadable or its checksum fails); it is "
+                                        f"not used. Delete {self.folder} and run again without resume")
         if progress.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"{path} has checkpoint format {progress.get('format')!r}; "
-                             f"this ntkframe reads {CHECKPOINT_FORMAT}")
-        stored = progress["fingerprint"]
-        for key, value in self.fingerprint.items():
-            if to_jsonable(value) != stored.get(key):
-                raise ValueError(f"cannot resume {self.folder}: its {key} was {stored.get(key)!r}, now {value!r}; "
-                                 "resume needs the same model, loss, integrator, data, record list and dtype")
-        with np.load(self.folder / progress["state_file"], allow_pickle=False) as npz:
+            raise IncompleteResultError(f"{path} has checkpoint format {progress.get('format')!r}; "
+                                        f"this ntkframe reads {CHECKPOINT_FORMAT}")
+        state_path = self.folder / progress["state_file"]
+        if not state_path.is_file() or file_checksum(state_path) != progress["state_sha256"]:
+            raise IncompleteResultError(f"the checkpoint state {state_path} is missing or damaged (its sha256 "
+                                        f"differs from {PROGRESS}'s); it is not used. Delete {store.folder} and "
+                                        "run again without resume")
+        with np.load(state_path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
 
         def group(prefix: str) -> dict[str, np.ndarray]:
