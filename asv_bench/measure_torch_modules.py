@@ -27,6 +27,10 @@ minutes on 2 cores; the CNN at N = 256 against jacobian_contraction (about 5 GB 
 
     python asv_bench/measure_torch_modules.py --models cnn --sizes 256 --budget-s 2000
 
+After the measured rows, a table of the largest N that fits in 16 GB per recipe: an *estimate*
+from :func:`module_cost`'s bytes per row (N rows alive at once, untiled, plus the result), not a
+measurement.
+
 Times are the best of up to 3 runs after one untimed warm-up (one timed run when a run takes
 longer than 3 s, or with ``--quick``).  Peak memory is the growth of the process's peak resident set over its resident
 set when the recipe starts (Linux: the peak is reset by writing 5 to /proc/self/clear_refs before
@@ -282,6 +286,33 @@ def estimate_s(recipe, model, dtype, n, trace, rates):
     return secs, cost.bytes_per_row * n / 1e6
 
 
+def largest_n(bytes_per_row, k, itemsize, memory=16e9):
+    """The largest N whose rows (N · bytes_per_row) and N × N (× k × k) result fit ``memory`` bytes."""
+    a, r = k * k * itemsize, bytes_per_row
+    return int((-r + (r * r + 4 * a * memory) ** 0.5) / (2 * a))
+
+
+def memory_table(models, dtypes, memory=16e9):
+    """Markdown rows: the largest N in ``memory`` bytes per recipe, an *estimate* from module_cost's
+    bytes per row (untiled: every row's factors or Jacobians alive at once, plus the result)."""
+    out = [(f"Largest N in {memory / 1e9:.0f} GB, estimated (not measured) from module_cost's bytes per row, "
+            "untiled, full kernel (k = 10) and trace:"), "",
+           "| model | dtype | kernel | structured | jacobian_contraction | ntk_vector_products | structured / each |",
+           "| --- | --- | --- | --- | --- | --- | --- |"]
+    for model in models:
+        for dtype in dtypes:
+            net, X = make(model, dtype, 2)
+            for trace in (False, True):
+                kk = 1 if trace else K
+                ns = {r: largest_n(c.bytes_per_row, kk, X.element_size(), memory)
+                      for r, c in module_cost(net, None, X, trace=trace).items()}
+                out.append(f"| {model} | {str(dtype).replace('torch.', '')} | {'trace' if trace else 'full'} | "
+                           f"{ns['structured']} | {ns['jacobian_contraction']} | {ns['ntk_vector_products']} | "
+                           f"{ns['structured'] / ns['jacobian_contraction']:.1f}x / "
+                           f"{ns['structured'] / ns['ntk_vector_products']:.1f}x |")
+    return out
+
+
 # -- the table --------------------------------------------------------------------------------------
 
 def cases(quick):
@@ -359,7 +390,7 @@ def main():
                 row = f"{head} {secs:.3f} | {peak:.0f} | {diff} | {speed} |"
             lines.append(row)
             print(row, flush=True)
-    lines += ["", f"total wall time {time.perf_counter() - t_start:.0f} s"]
+    lines += ["", *memory_table(models, dtypes), "", f"total wall time {time.perf_counter() - t_start:.0f} s"]
     print(lines[-1])
     if args.out:
         with open(args.out, "w") as fh:
