@@ -46,7 +46,9 @@ def pyplot() -> Any:
 
 def setting_title(model: dict[str, Any]) -> str:
     """"σ = softplus, train = both, a ~ gaussian": the one way every figure names the network's setting."""
-    parts = [f"σ = {model['activation']}", f"train = {model['train']}"]
+    if "activation" not in model:  # a network without one σ (kind = "torch", "jax" or a plugin's)
+        return f"{model.get('kind')} network" + (f" {model['factory']}" if model.get("factory") else "")
+    parts = [f"σ = {model['activation']}"] + ([f"train = {model['train']}"] if model.get("train") else [])
     if model.get("output_init"):
         parts.append(f"a ~ {model['output_init']}")
     return ", ".join(parts)
@@ -62,7 +64,8 @@ def legend(ax: Any, fontsize: float = 7.5) -> Any:
     if len(handles) <= LEGEND_INSIDE_MAX:
         return ax.legend(loc="best", fontsize=fontsize, framealpha=0.85)
     below = ax.transAxes + ScaledTranslation(0, -38 / 72, ax.figure.dpi_scale_trans)
-    return ax.legend(loc="upper center", bbox_to_anchor=(0.5, 0.0), bbox_transform=below, ncol=2,
+    ncol = 1 if max(len(lab) for lab in labels) > 40 else 2  # long labels side by side overflow the panel
+    return ax.legend(loc="upper center", bbox_to_anchor=(0.5, 0.0), bbox_transform=below, ncol=ncol,
                      fontsize=fontsize, frameon=False)
 
 

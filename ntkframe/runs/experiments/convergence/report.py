@@ -67,7 +67,7 @@ class ConvergenceReport(ExperimentPart):
         fig, axes = plt.subplots(1, 3, figsize=(16, 4.3))
         for i, m in enumerate(widths):
             for j, r in enumerate(r for r in results["runs"] if r["m"] == m):
-                axes[0].semilogy(r["times"], r["ratio_moving"], color=f"C{i}", lw=1, label=f"m={m}" if j == 0 else None)
+                axes[0].semilogy(r["times"], r["ratio_moving"], color=f"C{i}", lw=1, label=f"m = {m}" if j == 0 else None)
         axes[0].axhline(1.0, color="k", lw=1)
         axes[0].set_xlabel("time t")
         axes[0].set_ylabel("‖r(t)‖² / moving envelope")
