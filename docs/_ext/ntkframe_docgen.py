@@ -27,7 +27,10 @@ def _config_reference() -> str:
             "file with one table per part; unknown tables and keys, and values of the wrong type or outside "
             "the allowed set, are errors that name the file, the key and what is allowed. The type column lists "
             "each key's constraints; \"a registered activation\" (or loss) accepts the names plugins register "
-            "too (`ntkframe plugins` lists them).\n")
+            "too (`ntkframe plugins` lists them). A table with a `kind` that names a registered class (`[model]`, "
+            "`[loss]`, `[integrator]`, `[kernel]`) takes that class's own config fields: they are listed under "
+            "`[table] kind = 'name'` for every kind registered when this page was built, plugins' classes "
+            "included; a table an experiment does not take says why.\n")
     return head + reference_markdown(schemas, cell=_cell)
 
 

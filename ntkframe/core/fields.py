@@ -15,7 +15,7 @@ from typing import Any, Callable, Optional
 
 from ..errors import ConfigError
 
-__all__ = ["Field"]
+__all__ = ["Field", "FACTORY_FIELDS"]
 
 _TYPE_NAMES = {int: "integer", float: "number", str: "string", bool: "boolean", list: "list", dict: "table"}
 
@@ -226,3 +226,17 @@ def _coerce(value: Any, typ: type, where: str, expected: str) -> Any:
     if typ is float and not math.isfinite(value):
         raise ConfigError(f"{where} = {value!r} must be finite")
     return value
+
+
+#: the ``[model]`` keys of a network built by a factory (``kind = "torch"`` or ``"jax"``: TorchModel and
+#: JaxModel declare them as their config_fields)
+FACTORY_FIELDS = [
+    Field("factory", str, None, "'package.module:function' building the network from kwargs (torch: an nn.Module; "
+          "jax: (apply, params) or a JaxModel, called with seed= per run when it takes a seed)", required=True,
+          check=lambda v: None if ":" in v else "must look like 'package.module:function'"),
+    Field("kwargs", dict, {}, "keyword arguments of the factory"),
+    Field("width_arg", str, None, "the factory keyword the width experiments sweep (kwargs[width_arg] = m)",
+          nullable=True),
+    Field("path", str, None, "a folder put on sys.path before the factory is imported (relative to the current "
+          "directory), e.g. 'examples'", nullable=True),
+]

@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ntkframe.core.fields import FACTORY_FIELDS
 from ntkframe.core.models import Model
 
 
@@ -30,6 +31,7 @@ class JaxModel(Model):
     """
 
     structured = False
+    config_fields = FACTORY_FIELDS  # [model] kind = "jax": factory, kwargs, width_arg, path
 
     def __init__(self, apply: Callable, params: Any = None, *, init_fn: Callable[[int], Any] | None = None,
                  name: str | None = None):

@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ntkframe.core.fields import FACTORY_FIELDS
 from ntkframe.core.models import Model
 
 
@@ -70,6 +71,7 @@ class TorchModel(Model):
     """
 
     structured = False
+    config_fields = FACTORY_FIELDS  # [model] kind = "torch": factory, kwargs, width_arg, path
 
     def __init__(self, module: Any = None, *, factory: str | Callable | None = None, kwargs: dict | None = None,
                  train: list[str] | tuple[str, ...] | None = None):

@@ -24,19 +24,6 @@ from ...errors import ConfigError
 from ..config import Field, KindTable, Schema, class_fields
 from ..rundir import task_sizes, with_n  # noqa: F401 - re-exported for the experiments
 
-#: the ``[model]`` keys of the user's own network (kind = "torch" or "jax"), declared here for the adapters
-NETWORK_FIELDS = [
-    Field("factory", str, None, "'package.module:function' building the network from kwargs (torch: an nn.Module; "
-          "jax: (apply, params) or a JaxModel; a factory with a seed argument gets each run's seed)", required=True,
-          check=lambda v: None if ":" in v else "must look like 'package.module:function'"),
-    Field("kwargs", dict, {}, "keyword arguments of the factory"),
-    Field("width_arg", str, None, "the factory keyword the width experiments sweep (kwargs[width_arg] = m)",
-          nullable=True),
-    Field("path", str, None, "a folder put on sys.path before the factory is imported (relative to the current "
-          "directory), e.g. 'examples'", nullable=True),
-]
-
-
 def _width_of(cls: Any) -> str | None:
     """Why model class ``cls`` cannot be swept over widths, or None (it has an ``m`` field, or a width_arg)."""
     names = {f.name for f in class_fields(cls)}

@@ -44,9 +44,15 @@ def drift_setting(model: dict[str, Any]) -> dict[str, Any]:
     on the slope in t) and N³ (times 1/λ₀, which itself falls with N).  Any other relu-like setting
     (σ' discontinuous and a trained, or Gaussian a): no proven bound; the slopes are reported.
     """
+    base = {name: theory for name, _, _, theory, _ in FITS}
+    if model.get("kind", "two_layer") != "two_layer":
+        return {"kind": "none", "theorem": None, "assumptions": None,
+                "note": (f"[model] kind = {model['kind']!r}: the drift theorems (docs/theory.md §4.1, Du et al.) are "
+                         "about the two-layer net, so no bound covers this network: the slopes are reported, with "
+                         "the two-layer smooth case's exponents beside them for comparison."),
+                "slopes": dict.fromkeys(base), "n_bounds": ()}
     act, train, init = model["activation"], model["train"], model["output_init"]
     smooth = activation_smooth(act)
-    base = {name: theory for name, _, _, theory, _ in FITS}
     if smooth is True:
         return {"kind": "smooth", "theorem": SMOOTH_THEOREM[0], "assumptions": SMOOTH_THEOREM[1],
                 "note": activation_note(act), "slopes": base, "n_bounds": N_BOUND_SLOPES}
@@ -96,8 +102,9 @@ class DriftAnalysis(ExperimentPart):
         times = list(ec["times"])
         results: dict[str, Any] = {
             "runs": runs, "times": times, "widths": sorted(ec["widths"]), "ns": sorted(ec["ns"]),
-            "resolved": res, "activation": mc["activation"], "train": mc["train"],
-            "output_init": mc["output_init"], "activation_smooth": activation_smooth(mc["activation"]),
+            "resolved": res, "model_kind": mc.get("kind", "two_layer"), "activation": mc.get("activation"),
+            "train": mc.get("train"), "output_init": mc.get("output_init"),
+            "activation_smooth": activation_smooth(mc["activation"]) if mc.get("activation") else None,
             "metrics": METRICS, "fits": {},
         }
         setting = drift_setting(mc)
@@ -144,6 +151,9 @@ class DriftAnalysis(ExperimentPart):
         if not reps:
             out["error"] = "no replicate finished at every point"
             return out
+        if any(metric not in idx[k][rep] for k in keys for rep in reps):
+            out["error"] = f"{metric} is not recorded for this model (the per-neuron drift is the two-layer net's)"
+            return out
         Y = np.array([[idx[k][rep][metric][i] for rep in reps] for k, i in zip(keys, ti)], dtype=float)
         out["Y"] = Y.tolist()
         if len(set(x)) < 2:
@@ -153,7 +163,8 @@ class DriftAnalysis(ExperimentPart):
         if zeros:
             out["error"] = f"{zeros} of {Y.size} values are exactly 0, and a log-log fit needs positive values"
             mc = self.config["model"]
-            if activation_smooth(mc["activation"]) is False and mc["train"] == "hidden" and metric.startswith("kernel"):
+            if mc.get("activation") and activation_smooth(mc["activation"]) is False and mc.get("train") == "hidden" \
+                    and metric.startswith("kernel"):
                 out["error"] += (f" ({mc['activation']} with only W trained: H depends on W only through the "
                                  "activation pattern 1[w_rᵀx > 0], so the kernel does not move at all until a pattern "
                                  "flips)")
@@ -172,7 +183,7 @@ class DriftAnalysis(ExperimentPart):
         arrays: dict[str, np.ndarray] = {"widths": np.array(widths), "ns": np.array(ns), "times": np.array(times)}
         for metric in (*METRICS, "loss", "lambda_min", "lambda_max"):
             A = np.full((len(widths), len(ns), len(times), reps), np.nan)
-            for r in runs:
+            for r in (r for r in runs if metric in r):  # NaN for a metric the model does not record
                 A[widths.index(r["m"]), ns.index(r["n"]), :, r["replicate"]] = r[metric]
             arrays[metric] = A
         return arrays

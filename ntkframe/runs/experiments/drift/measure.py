@@ -73,5 +73,6 @@ class DriftMeasure(ExperimentPart):
                "gradient_evaluations": traj.meta.get("gradient_evaluations"), "seconds": time.perf_counter() - t0,
                "times": [float(t) for t in traj.times]}
         for k in (*METRICS, "loss", "lambda_min", "lambda_max"):
-            out[k] = [float(v) for v in getattr(traj, k)]
+            if k in traj.arrays:  # the per-neuron drift exists for the two-layer net only
+                out[k] = [float(v) for v in traj.arrays[k]]
         return out

@@ -54,6 +54,15 @@ def bound_words(series: dict[str, Any], setting: dict[str, Any]) -> str:
     return f"at most {series['theory_slope']:g}"
 
 
+
+def network(mc: dict[str, Any]) -> str:
+    """The ``[model]`` table in words: the two-layer net's σ, training mode and a, or the network's kind and factory."""
+    if mc.get("kind", "two_layer") == "two_layer":
+        return f"Two-layer network, σ = {mc['activation']}, train = {mc['train']}, a initialised {mc['output_init']}"
+    return f"[model] kind = {mc['kind']!r}" + (f" ({mc['factory']}, width argument {mc.get('width_arg')!r})"
+                                                if mc.get("factory") else "")
+
+
 class DriftReport(ExperimentPart):
     """The Experiment's ``table``, ``figures`` and ``report`` for ``drift`` (no backend needed)."""
 
@@ -67,10 +76,10 @@ class DriftReport(ExperimentPart):
             reps = idx.get((m, res["n0"]), {})
             if not reps:
                 continue
-            v = lambda k: float(np.mean([r[k][tw] for r in reps.values()]))  # noqa: E731
+            v = lambda k: float(np.mean([r[k][tw] if k in r else np.nan for r in reps.values()]))  # noqa: E731
             rows.append([m, v("kernel_drift"), v("kernel_drift_rel"), v("param_drift"), v("param_drift_neuron_max"),
                          v("loss"), len(reps)])
-        text = (f"{results['activation']}, train={results['train']}: drift at t={res['t_w']:g}, N={res['n0']}\n")
+        text = (f"{network(self.config['model'])}: drift at t={res['t_w']:g}, N={res['n0']}\n")
         text += format_table(["width m", "‖ΔH‖₂", "‖ΔH‖₂/‖H(0)‖₂", "‖Δθ‖", "max_r ‖Δθ_r‖", "loss", "seeds"], rows)
         tn = time_index(times, res["t_n"])
         rows_n = []
@@ -179,8 +188,7 @@ class DriftReport(ExperimentPart):
         dc = self.config["data"]
         lines = [
             "# Lazy training: kernel and parameter drift along gradient flow", "",
-            f"Two-layer network, σ = {results['activation']}, train = {results['train']}, a initialised "
-            f"{results['output_init']}; {dc['kind']} labels on unit-sphere inputs in d = {dc['d']}; mean MSE; "
+            f"{network(self.config['model'])}; {dc['kind']} labels on unit-sphere inputs in d = {dc['d']}; mean MSE; "
             f"integrator {step}" + (f" (at most {max(ratio):.2f} × the stability bound βN/λ_max(H(0)))" if ratio else "")
             + f"; {self.config['experiment']['seeds']} seeds; times {results['times']}.", "",
             setting["note"], "",

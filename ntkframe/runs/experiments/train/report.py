@@ -30,8 +30,9 @@ class TrainReport(ExperimentPart):
         text = format_table([h for _, h in cols], rows)
         integ = s.get("integrator", {})
         if integ.get("h"):
-            text += (f"\nintegrator {integ['kind']}, h = {integ['h']:.4g} (stability bound βN/λ_max(H(0)) = "
-                     f"{integ['h_stable']:.4g}); {results.get('gradient_evaluations')} gradient evaluations")
+            bound = f" (stability bound βN/λ_max(H(0)) = {integ['h_stable']:.4g})" if integ.get("h_stable") else ""
+            text += (f"\nintegrator {integ['kind']}, h = {integ['h']:.4g}{bound}; "
+                     f"{results.get('gradient_evaluations')} gradient evaluations")
         return text
 
     def _load(self, results: dict[str, Any], run_dir: Path | None = None) -> Trajectory | None:
@@ -117,8 +118,10 @@ class TrainReport(ExperimentPart):
 
     def _title(self) -> str:
         mc = self.config["model"]
-        net = f"two-layer m={mc['m']}" if mc["kind"] == "two_layer" else f"mlp {mc['depth']}×{mc['m']}"
-        return f"{net}, {mc['activation']}, {self.config['integrator']['kind']}"
+        named = {"two_layer": f"two-layer m={mc.get('m')}", "mlp": f"mlp {mc.get('depth')}×{mc.get('m')}"}
+        net = named.get(mc["kind"], mc["kind"] + (f" m={mc['m']}" if mc.get("m") else ""))
+        act = f"{mc['activation']}, " if mc.get("activation") else ""
+        return f"{net}, {act}{self.config['integrator']['kind']}"
 
     def report(self, results: dict[str, Any]) -> str:
         s = results.get("summary", {})
