@@ -19,13 +19,14 @@ do not exist yet.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
-from ..errors import InputTypeError, InputValueError, ParamKeyError
+from ..errors import InputError, InputTypeError, InputValueError, ParamKeyError
 
 FRAMEWORKS = ("numpy", "torch", "jax", "jaxlib", "cupy", "tensorflow")
 _REFUSED_TYPES = (str, bytes, dict, set, frozenset)
@@ -244,3 +245,17 @@ def backend_of_params(params: dict, name: str = "params") -> Any:
         raise InputTypeError(f"{name}[{key!r}]: {exc}") from None
     except ValueError as exc:
         raise InputValueError(f"{name}[{key!r}]: {exc}") from None
+
+
+@contextlib.contextmanager
+def input_errors(name: str) -> Iterator[None]:
+    """Raise a plain ValueError/TypeError from checking argument ``name`` (a helper of another module: the
+    losses' target checks, the integrators' time checks) as the matching InputError, message unchanged."""
+    try:
+        yield
+    except InputError:
+        raise
+    except ValueError as exc:
+        raise InputValueError(_named(str(exc), name)) from exc
+    except TypeError as exc:
+        raise InputTypeError(_named(str(exc), name)) from exc

@@ -24,7 +24,7 @@ from ..core.backend import Backend, to_numpy
 from ..core.kernels import _resolve_backend
 from ..core.models import Model
 from ..core.provenance import provenance
-from ..core.validation import check_seed, check_targets_real
+from ..core.validation import check_seed, check_targets_real, input_errors
 from ..errors import DivergenceError
 from .integrators import Integrator, check_times, divergence_error
 from . import stability
@@ -123,10 +123,12 @@ def simulate(model: Model, loss: Loss, integrator: Integrator | KernelFlow, X: A
     be = _resolve_backend(backend, params)
     X = model.check_inputs(be, X, "X")
     n = X.shape[0]
-    check_targets_real(y)
-    yb = loss.prepare_targets(y, model.outputs, n, backend=be)
+    with input_errors("y"):
+        check_targets_real(y)
+        yb = loss.prepare_targets(y, model.outputs, n, backend=be)
     Xt = None if X_test is None else model.check_inputs(be, X_test, "X_test")
-    times = check_times(times, 0.0)
+    with input_errors("times"):
+        times = check_times(times, 0.0)
     # θ(0): the given params (a group may be a pytree, JaxModel's {"params": tree}) checked and moved, or drawn
     seed = check_seed(seed)
     params0 = model.init(be, seed=seed) if params is None else model.check_params(params, be)
