@@ -132,3 +132,69 @@ def test_forward_backward_equals_apply_then_vjp(backend, model):
     assert set(grads) == set(model.trainable)
     for k in grads:
         np.testing.assert_allclose(nf.to_numpy(grads[k]), nf.to_numpy(g_ref[k]), rtol=1e-12, atol=1e-14)
+
+
+def test_bad_params_and_seeds_raise_ntkframe_errors_naming_the_argument():
+    """Issue 13, finding 6: raw tracebacks (KeyError 'a', 'list indices must be integers', numpy's
+    'expected non-negative integer') for params missing a key, params as a list, a negative seed."""
+    model = nf.TwoLayerNet(d=3, m=8)
+    p = model.init("numpy", seed=0)
+    X = np.ones((4, 3)) / np.sqrt(3)
+    cases = [
+        ({"W": p["W"]}, nf.errors.ParamKeyError, r"params lack \['a'\]; expected keys \['W', 'a'\]"),
+        ({**p, "b": np.ones(8)}, nf.errors.ParamKeyError, r"params have unexpected \['b'\]"),
+        (list(p.values()), nf.errors.InputTypeError, r"params must be a dict of arrays with keys \['W', 'a'\].*got list"),
+        ({"W": p["W"], "a": p["a"].tolist()}, nf.errors.InputTypeError, r"params\['a'\]"),
+        ({"W": p["W"].astype(complex), "a": p["a"]}, nf.errors.InputValueError, r"params\['W'\].*complex128"),
+    ]
+    for params, error, match in cases:
+        for call in (lambda: nf.empirical_ntk(model, params, X), lambda: model.apply(params, X),
+                     lambda: model.vjp(params, X, np.ones(4))):
+            with pytest.raises(error, match=match):
+                call()
+    for seed, error in ((-1, nf.errors.InputValueError), (1.5, nf.errors.InputTypeError),
+                        ("0", nf.errors.InputTypeError), (True, nf.errors.InputTypeError)):
+        with pytest.raises(error, match=rf"seed={seed!r}.*allowed: an integer >= 0"):
+            model.init("numpy", seed=seed)
+    # each is an NtkframeError and the built-in exception callers may already catch
+    assert issubclass(nf.errors.ParamKeyError, (nf.NtkframeError, KeyError))
+    assert issubclass(nf.errors.InputValueError, ValueError) and issubclass(nf.errors.InputTypeError, TypeError)
+
+
+def test_params_of_another_framework_are_refused_naming_both():
+    torch = pytest.importorskip("torch")
+    model = nf.TwoLayerNet(d=3, m=8)
+    p = {k: torch.as_tensor(v) for k, v in model.init("numpy", seed=0).items()}
+    with pytest.raises(nf.errors.InputTypeError, match=r"params\['W'\] is a torch array.*numpy backend"):
+        nf.empirical_ntk(model, p, np.ones((2, 3)), backend="numpy")
+    with pytest.raises(nf.errors.InputTypeError, match=r"params\['W'\] is a torch array"):
+        model.apply(p, np.ones((2, 3)), backend="numpy")
+
+
+@pytest.mark.parametrize("where", ["W", "a"])
+def test_nan_in_params_is_refused_instead_of_an_all_nan_kernel(backend, where):
+    """Issue 13, finding 7: NaN in params gave an all-NaN kernel, on every backend."""
+    model = nf.TwoLayerNet(d=3, m=8)
+    p = {k: np.array(nf.to_numpy(v)) for k, v in model.init(backend, seed=0).items()}
+    p[where].flat[3] = np.nan
+    p = {k: backend.asarray(v) for k, v in p.items()}
+    X = unit_sphere(4, 3, 0)
+    for call in (lambda: nf.empirical_ntk(model, p, X, backend=backend), lambda: model.apply(p, X, backend=backend),
+                 lambda: nf.simulate(model, nf.MSE(), nf.RK4(h=0.1), X, np.zeros(4), [0.0, 0.1], backend=backend,
+                                     params=p, progress=False)):
+        with pytest.raises(nf.errors.InputValueError, match=rf"params\['{where}'\] contains NaN or infinite"):
+            call()
+
+
+def test_complex_inputs_are_refused_instead_of_dropping_the_imaginary_part(backend):
+    """Issue 13, finding 7: complex X was silently cast to its real part."""
+    model = nf.TwoLayerNet(d=3, m=8)
+    p = model.init(backend, seed=0)
+    X = unit_sphere(4, 3, 0) + 0.5j
+    with pytest.raises(nf.errors.InputValueError, match=r"X1 is complex .* imaginary part"):
+        nf.empirical_ntk(model, p, X, backend=backend)
+    with pytest.raises(nf.errors.InputValueError, match=r"X1 is complex"):
+        nf.analytic_ntk(model, X)
+    with pytest.raises(nf.errors.InputValueError, match=r"y is complex"):
+        nf.simulate(model, nf.MSE(), nf.RK4(h=0.1), X.real, np.zeros(4) + 1j, [0.0, 0.1], backend=backend, params=p,
+                    progress=False)
