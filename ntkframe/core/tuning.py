@@ -57,11 +57,20 @@ SYMMETRIC_TILE_MIN_ROWS = 1024
 #: number of row panels of that tiling ((T+1)/(2T) of the flops: 56 % for T = 8), and the smallest panel
 SYMMETRIC_PANELS = 8
 SYMMETRIC_PANEL_MIN_ROWS = 256
-#: on the CPU, ``map_rows`` runs elementwise chains on flat chunks of this many elements (below
-#: torch's parallel grain size of 32768, so the ops of a chunk do not open OpenMP regions); measured
-#: at N=2048, m=8192 (softplus, float64): 0.45 s against 2.5 s for whole-array ops and 0.9 s for
-#: 64K-element chunks
+#: on the CPU, ``map_rows`` runs elementwise chains on flat chunks of this many elements on its own
+#: thread pool, torch held at one thread meanwhile (exp/log1p open an OpenMP region from 2048
+#: elements, arithmetic from 32768: at one thread no chunk opens one); measured at N=2048, m=8192
+#: (softplus, float64): 0.45 s against 2.5 s for whole-array ops and 0.9 s for 64K-element chunks
 MAP_CHUNK = 1 << 14
+#: a torch GEMM on the CPU whose output has fewer elements than this and fewer flops than
+#: TORCH_SERIAL_FLOPS runs on one thread, and so does the elementwise work after it in the same
+#: compiled piece (plugins/ntkframe_torch/threads.py).  Chosen so that the quickstart's sizes
+#: (N ≤ 64, m ≤ 2048, d = 8: ≤ 131072 elements, ≤ 2 MFLOP) are serial with a wide margin and the
+#: issue-18 sizes (N·m ≥ 4M) are not; under two busy neighbours on 2 cores a 2-thread region cost
+#: 10-40 ms against 0.1-6 ms for the whole op on one thread at 256 × 2048 (exp, log1p, where, mul)
+TORCH_SERIAL_ELEMENTS = 1 << 20
+#: ~67 MFLOP: 5-10 ms of one core, more than an OpenMP region costs even on a loaded machine
+TORCH_SERIAL_FLOPS = 1 << 26
 
 # -- JAX backend (plugins/ntkframe_jax) -----------------------------------------------------------
 

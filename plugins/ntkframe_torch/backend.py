@@ -3,6 +3,10 @@
 torch is imported when a :class:`TorchBackend` is built (``_load``), never when the plugin is
 imported or listed.  Devices are ``"cpu"``, ``"cuda"`` (= ``"cuda:0"``) and ``"cuda:N"``.
 
+Threads on the CPU: small work on one thread, large GEMMs on every core, chosen per call size
+(:mod:`.threads`; the backend option ``threads=`` or ``NTKFRAME_TORCH_THREADS`` sets the count for
+large work; :meth:`TorchBackend.blas_info` records the settings for provenance).
+
 Numerics: building a torch backend sets ``torch.backends.cuda.matmul.allow_tf32 = False`` and
 ``torch.backends.cudnn.allow_tf32 = False``.  These are **process-wide** torch flags: float32
 matmuls and convolutions then round like IEEE float32 (TF32 keeps only 10 mantissa bits, which
@@ -23,6 +27,7 @@ from ntkframe.core.host import available_memory_bytes, framework_availability
 from ntkframe.errors import BackendUnavailableError
 
 from .gram import TorchGram
+from .threads import ThreadPolicy
 
 #: arrays of these frameworks are refused by ``asarray`` (no silent copies between frameworks)
 FOREIGN_FRAMEWORKS = ("jax", "jaxlib", "cupy", "tensorflow", "mxnet", "paddle")
@@ -41,6 +46,10 @@ class TorchBackend(TorchGram, Backend):
     framework = "torch"
     devices_allowed = ("cpu", "cuda")
     autodiff = True
+
+    def __init__(self, device: str | None = None, dtype: Any = "float64", threads: int | None = None):
+        self._threads_option = threads
+        super().__init__(device=device, dtype=dtype)
 
     # -- identity and devices --------------------------------------------------------------
     @classmethod
@@ -89,6 +98,8 @@ class TorchBackend(TorchGram, Backend):
         torch.backends.cudnn.allow_tf32 = False
         self.torch_device = torch.device(self.device)
         self.torch_dtype = torch.float32 if self.dtype_name == "float32" else torch.float64
+        # thread counts per call size on the CPU (module docstring); None on CUDA
+        self.threads = ThreadPolicy(torch, self._threads_option) if self.device_kind == "cpu" else None
         return torch
 
     # -- arrays ----------------------------------------------------------------------------
@@ -145,8 +156,14 @@ class TorchBackend(TorchGram, Backend):
             return int(tuning.MEMORY_FRACTION * free)
         return int(tuning.MEMORY_FRACTION * available_memory_bytes())
 
+    def compile(self, fn: Any, static_argnums: tuple[int, ...] = ()) -> Any:
+        """On the CPU ``fn`` as one thread scope (:meth:`.threads.ThreadPolicy.scoped`: its GEMMs
+        choose the thread count by size, the caller's count is restored on return); else ``fn``."""
+        return self.threads.scoped(fn) if self.threads is not None else fn
+
     def blas_info(self) -> dict[str, Any]:
-        """torch's own GEMM library: cuBLAS on CUDA; on the CPU MKL, or the BLAS named in ``torch.__config__.show()``."""
+        """torch's own GEMM library: cuBLAS on CUDA; on the CPU MKL, or the BLAS named in
+        ``torch.__config__.show()``, and the thread settings (:meth:`.threads.ThreadPolicy.settings`)."""
         torch = self.xp
         if self.device_kind == "cuda":
             return {"path": "torch-matmul", "library": f"cuBLAS (CUDA {torch.version.cuda})"}
@@ -157,7 +174,7 @@ class TorchBackend(TorchGram, Backend):
         else:
             found = re.search(r"BLAS_INFO=([\w.-]+)", shown)
             library = found.group(1) if found else "unknown"
-        return {"path": "torch-matmul", "library": library}
+        return {"path": "torch-matmul", "library": library, "threads": self.threads.settings()}
 
     # -- generic autodiff path -------------------------------------------------------------
     def generic_jacobian_gram(self, model: Any, params: Any, X1: Any, X2: Any | None = None, *,

@@ -1,0 +1,132 @@
+"""torch's CPU thread counts chosen per call size: small work on one thread, large GEMMs on every core.
+
+Why (issue 16).  torch runs an op on its OpenMP pool once the op is large enough — 2048 elements
+for the MKL-backed transcendental ops (``exp``, ``log1p``: their ``TensorIterator`` grain), 32768
+for arithmetic, and MKL's own heuristic for GEMMs.  Each such op is one OpenMP parallel region
+whose threads must all run before it returns.  On a machine whose cores are busy with other
+processes a pool thread waits for a time slice, so every region costs milliseconds: measured on
+the 2-core CI machine with two busy-loop neighbours (float64, median of 30 calls), ``torch.exp``
+on 16 × 512 took 16-32 ms on 2 threads against ~15 µs on one, ``X Wᵀ`` at 16 × 8 × 512
+60 ms against 37 µs, ``(64 × 2048)ᵀ (64 × 8)`` 76 ms against 0.24 ms.  The quickstart's flow (N ≤ 64,
+m ≤ 2048) is made of such ops, so it ran 20-25× slower under load while NumPy (whose OpenBLAS
+keeps small GEMMs on one thread) barely changed.
+
+The policy.  ``torch.set_num_threads`` is process-wide (OpenMP's global ICV for threads outside
+a parallel region) and cheap to change (~0.1 µs), so the thread count is chosen per call:
+
+- :meth:`ThreadPolicy.scoped` wraps every compiled piece of the torch backend (the gradient-flow
+  right-hand side, the structured Gram's tiles: :meth:`TorchBackend.compile`); it restores the
+  caller's thread count when the piece returns.
+- inside it, every GEMM through ``be.gram`` — the forward ``Z = X Wᵀ`` of each evaluation and the
+  Gram's products — sets the count for what follows: one thread when the product has fewer than
+  ``tuning.TORCH_SERIAL_ELEMENTS`` output elements and fewer than ``tuning.TORCH_SERIAL_FLOPS``
+  flops (then the elementwise passes, the backward GEMMs and the loss of that evaluation are
+  as small and stay on one thread too), else :attr:`ThreadPolicy.large` threads;
+- outside a scope a small ``be.gram`` product runs on one thread and restores the count after;
+- ``map_rows`` (the activation's elementwise chain over large arrays) runs its chunks on its own
+  Python thread pool with torch at one thread, so no chunk opens an OpenMP region.
+
+``large`` is torch's own default (the cores, or ``OMP_NUM_THREADS``) unless the backend option
+``threads=`` or the environment variable ``NTKFRAME_TORCH_THREADS`` sets it (it is then applied
+once with ``torch.set_num_threads``); ``threads=1`` puts everything on one thread.
+:meth:`ThreadPolicy.settings` is what provenance records.  Several Python threads running
+ntkframe's torch backend at once share the one process-wide count: results are unchanged, only
+their threading may be the other's choice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import threading
+from typing import Any, Callable, Iterator
+
+from ntkframe.core import tuning
+from ntkframe.errors import InvalidOptionError
+
+#: depth of nested scopes per Python thread (the torch setting itself is process-wide)
+_local = threading.local()
+
+#: environment variables that change the threading of torch's CPU kernels, recorded in provenance
+THREAD_ENV = ("NTKFRAME_TORCH_THREADS", "NTKFRAME_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+              "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
+
+
+def _parse(value: Any, source: str) -> int:
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        n = 0
+    if isinstance(value, bool) or n < 1 or str(n) != str(value).strip():
+        raise InvalidOptionError(f"{source}={value!r}: the number of torch threads for large GEMMs must be "
+                                 "a positive integer (1 = everything on one thread)")
+    return n
+
+
+class ThreadPolicy:
+    """Which thread count each torch CPU call runs with (module docstring)."""
+
+    def __init__(self, torch: Any, threads: int | None = None):
+        self.torch = torch
+        env = os.environ.get("NTKFRAME_TORCH_THREADS", "").strip()
+        if threads is not None:
+            self.large, self.source = _parse(threads, "threads"), "backend option threads="
+        elif env:
+            self.large, self.source = _parse(env, "NTKFRAME_TORCH_THREADS"), "NTKFRAME_TORCH_THREADS"
+        else:
+            self.large, self.source = max(1, torch.get_num_threads()), "torch default"
+        if self.source != "torch default" and torch.get_num_threads() != self.large:
+            torch.set_num_threads(self.large)
+
+    def threads_for(self, n1: int, n2: int, k: int) -> int:
+        """Threads for an (n1 × k)(k × n2) product and the elementwise work on its output."""
+        small = n1 * n2 < tuning.TORCH_SERIAL_ELEMENTS and 2 * n1 * n2 * k < tuning.TORCH_SERIAL_FLOPS
+        return 1 if small else self.large
+
+    def _set(self, n: int) -> None:
+        if self.torch.get_num_threads() != n:
+            self.torch.set_num_threads(n)
+
+    @contextlib.contextmanager
+    def use(self, n: int) -> Iterator[None]:
+        """Run the block with ``n`` threads, then restore the count found on entry."""
+        before = self.torch.get_num_threads()
+        self._set(n)
+        try:
+            yield
+        finally:
+            self._set(before)
+
+    def for_product(self, n1: int, n2: int, k: int) -> contextlib.AbstractContextManager:
+        """Inside a scope: set the count for this product and what follows it (restored when the
+        scope ends); outside: one thread for a small product only, restored after it."""
+        n = self.threads_for(n1, n2, k)
+        if getattr(_local, "depth", 0) > 0:
+            self._set(n)
+            return contextlib.nullcontext()
+        return self.use(1) if n == 1 else contextlib.nullcontext()
+
+    def scoped(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """``fn`` run as one scope: products inside choose the thread count, restored on return."""
+        @functools.wraps(fn)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            _local.depth = getattr(_local, "depth", 0) + 1
+            try:
+                with self.use(self.torch.get_num_threads()):
+                    return fn(*args, **kwargs)
+            finally:
+                _local.depth -= 1
+
+        return run
+
+    def settings(self) -> dict[str, Any]:
+        """The thread settings for provenance: the large-work count and where it came from, the
+        thresholds, torch's current intra-op and inter-op counts, and the threading variables."""
+        torch = self.torch
+        return {"large_work_threads": self.large, "small_work_threads": 1, "source": self.source,
+                "serial_below_elements": tuning.TORCH_SERIAL_ELEMENTS, "serial_below_flops": tuning.TORCH_SERIAL_FLOPS,
+                "torch_num_threads": torch.get_num_threads(),
+                "torch_interop_threads": torch.get_num_interop_threads(),
+                "parallel_backend": "OpenMP" if "OpenMP" in torch.__config__.parallel_info() else "other",
+                "env": {k: os.environ[k] for k in THREAD_ENV if k in os.environ}}

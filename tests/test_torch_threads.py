@@ -1,0 +1,94 @@
+"""The torch backend's CPU thread policy (small work on one thread, issue 16) and its panel-wise
+symmetric combine (upper panels accumulated in place, mirrored once: issue 18)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from helpers import unit_sphere
+
+import ntkframe as nf
+from ntkframe.core import tuning
+from ntkframe.core.provenance import provenance
+from ntkframe.errors import InvalidOptionError
+
+torch = pytest.importorskip("torch")
+
+
+@pytest.fixture
+def restore_threads():
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def test_small_products_run_on_one_thread_inside_a_scope_and_restore(restore_threads):
+    torch.set_num_threads(2)
+    be = nf.get_backend("torch", threads=2)
+    seen = {}
+
+    def piece(X, W):
+        be.gram(X, W)  # 16 × 512 output, 16·512·8·2 flops: small
+        seen["small"] = torch.get_num_threads()
+        be.gram(torch.zeros(2048, 8, dtype=torch.float64), torch.zeros(1024, 8, dtype=torch.float64))
+        seen["large"] = torch.get_num_threads()
+        return 0
+
+    be.compile(piece)(torch.zeros(16, 8, dtype=torch.float64), torch.zeros(512, 8, dtype=torch.float64))
+    assert seen == {"small": 1, "large": 2}
+    assert torch.get_num_threads() == 2  # the caller's count is back
+
+
+def test_map_rows_holds_torch_at_one_thread_and_restores(restore_threads):
+    torch.set_num_threads(2)
+    be = nf.get_backend("torch")
+    counts = []
+
+    def fn(z):
+        counts.append(torch.get_num_threads())
+        return torch.exp(z)
+
+    for shape in ((16, 512), (512, 1024)):  # whole-array path and the chunked path
+        counts.clear()
+        (out,) = be.map_rows(fn, torch.ones(shape, dtype=torch.float64), 1)
+        assert set(counts) == {1}, shape
+        assert torch.allclose(out, torch.full(shape, np.e, dtype=torch.float64))
+        assert torch.get_num_threads() == 2
+
+
+def test_threads_option_env_and_provenance(monkeypatch, restore_threads):
+    be = nf.get_backend("torch", threads=1)
+    assert torch.get_num_threads() == 1
+    info = be.blas_info()["threads"]
+    assert info["large_work_threads"] == 1 and info["source"] == "backend option threads="
+    assert info["torch_num_threads"] == 1 and "torch_interop_threads" in info
+    monkeypatch.setenv("NTKFRAME_TORCH_THREADS", "2")
+    assert nf.get_backend("torch").blas_info()["threads"]["source"] == "NTKFRAME_TORCH_THREADS"
+    monkeypatch.setenv("NTKFRAME_TORCH_THREADS", "two")
+    with pytest.raises(InvalidOptionError, match="NTKFRAME_TORCH_THREADS='two'.*positive integer"):
+        nf.get_backend("torch")
+    monkeypatch.delenv("NTKFRAME_TORCH_THREADS")
+    with pytest.raises(InvalidOptionError, match="threads=0"):
+        nf.get_backend("torch", threads=0)
+    assert provenance(be)["blas"]["threads"]["large_work_threads"] == 1
+
+
+@pytest.mark.parametrize("train", ["both", "hidden", "output"])
+@pytest.mark.parametrize("outputs,trace", [(1, False), (3, True)])
+def test_panel_combine_equals_numpy(monkeypatch, train, outputs, trace):
+    """Small tiling thresholds so N = 37 runs the panel path (uneven last panel) against NumPy."""
+    monkeypatch.setattr(tuning, "SYMMETRIC_TILE_MIN_ROWS", 8)
+    monkeypatch.setattr(tuning, "SYMMETRIC_PANEL_MIN_ROWS", 5)
+    monkeypatch.setattr(tuning, "SYMMETRIC_PANELS", 4)
+    model = nf.TwoLayerNet(d=5, m=23, activation="softplus", train=train, outputs=outputs)
+    X = unit_sphere(37, 5, 1)
+    params = model.init("numpy", seed=2)
+    tbe = nf.get_backend("torch", dtype="float64")
+    H = nf.empirical_ntk(model, {k: tbe.asarray(v) for k, v in params.items()}, tbe.asarray(X), backend=tbe,
+                         trace=trace).numpy()
+    ref = nf.empirical_ntk(model, params, X, backend="numpy", trace=trace)
+    assert np.abs(H - ref).max() <= 1e-12 * np.abs(ref).max()
+    assert np.array_equal(H, H.T)  # mirrored, not recomputed
+    A = tbe.asarray(np.random.default_rng(0).standard_normal((37, 11)))
+    G = tbe.gram(A).numpy()
+    assert np.abs(G - A.numpy() @ A.numpy().T).max() <= 1e-12 * np.abs(G).max() and np.array_equal(G, G.T)
