@@ -404,5 +404,5 @@ def resolve_backend(backend: Backend | str | None, params: Any = None) -> Backen
     if isinstance(params, dict) and params:
         from .validation import backend_of_params
 
-        return backend_of_params(params)
+        return backend_of_params(params, infer_backend)
     return get_backend("numpy")

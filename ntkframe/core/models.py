@@ -89,8 +89,7 @@ class Model:
         return int(sum(math.prod(params[k].shape) for k in self.trainable))
 
     def check_inputs(self, be: Any, X: Any, name: str = "X") -> Any:
-        """X as a backend array, after checking it is real (not complex), (N, d), non-empty and finite
-        (:func:`ntkframe.core.validation.check_inputs`)."""
+        """X on the backend, checked real, (N, d), non-empty, finite (:func:`~ntkframe.core.validation.check_inputs`)."""
         return validation.check_inputs(be, X, self.d, name)
 
     def param_shapes(self) -> dict[str, tuple[int, ...]] | None:
@@ -104,20 +103,15 @@ class Model:
         return validation.check_params(params, self.param_shapes(), be=be, name=name)
 
     def _backend(self, backend: Any, params: dict) -> Any:
-        from .backend import Backend
+        from .backend import resolve_backend
 
-        if isinstance(backend, Backend):
-            return backend
-        if backend is not None:
-            from .backend import get_backend
-            return get_backend(backend)
-        return validation.backend_of_params(validation.check_params_dict(params, self.param_shapes()))
+        if backend is None:
+            validation.check_params_dict(params, self.param_shapes())
+        return resolve_backend(backend, params)
 
-    def _check_params(self, params: dict, shapes: dict[str, tuple[int, ...]], be: Any = None,
-                      values: bool = True) -> dict:
-        """Keys, shapes, dtypes and (``values``, for concrete arrays) finiteness of ``params``
-        (:func:`ntkframe.core.validation.check_params`); moved to ``be`` when given."""
-        return validation.check_params(params, shapes, be=be, values=values)
+    def _check_params(self, params: dict, shapes: dict[str, tuple[int, ...]], be: Any = None) -> dict:
+        """:func:`ntkframe.core.validation.check_params` (finiteness only of concrete arrays: not JAX tracers)."""
+        return validation.check_params(params, shapes, be=be)
 
     def _output(self, f: Any) -> Any:
         return f[:, 0] if self.outputs == 1 else f

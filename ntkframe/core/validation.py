@@ -233,14 +233,12 @@ def finite_float(value: Any, name: str, *, positive: bool = False) -> float:
     return float(value)
 
 
-def backend_of_params(params: dict, name: str = "params") -> Any:
-    """The backend owning the first array of the dict ``params`` (its framework, device and dtype), with
-    the refusal of something that is not an array of a known framework raised as an InputError."""
-    from .backend import infer_backend
-
+def backend_of_params(params: dict, infer: Any, name: str = "params") -> Any:
+    """``infer(first array of params)``: the backend owning it (:func:`ntkframe.core.backend.infer_backend`),
+    with the refusal of something that is not an array of a known framework raised as an InputError."""
     key, first = next(iter(params.items()))
     try:
-        return infer_backend(first)
+        return infer(first)
     except TypeError as exc:
         raise InputTypeError(f"{name}[{key!r}]: {exc}") from None
     except ValueError as exc:
