@@ -92,10 +92,19 @@ class Library:
             self.act = jax.jit(lambda z: jnp.log1p(jnp.exp(z)))
             self.fma = jax.jit(lambda g, r, p: g * r + p)
         else:
-            self.mm_nt = lambda a, b: a @ b.T
-            self.mm_tn = lambda a, b: a.T @ b
-            self.half = lambda a: a[: a.shape[0] // 2] @ a.T
+            self.mm_nt = lambda a, b: self.wide(lambda: a @ b.T)
+            self.mm_tn = lambda a, b: self.wide(lambda: a.T @ b)
+            self.half = lambda a: self.wide(lambda: a[: a.shape[0] // 2] @ a.T)
             self.own_gram = be.gram
+
+    def wide(self, fn: Callable[[], Any]) -> Any:
+        """``fn()`` with every thread the library gives a large GEMM (torch's backend holds torch at
+        one thread between its own large products: plugins/ntkframe_torch/threads.py)."""
+        policy = getattr(self.be, "threads", None)
+        if policy is None:
+            return fn()
+        with policy.use(policy.large):
+            return fn()
 
     def symmetric_candidates(self, A: Any) -> dict[str, Callable[[], Any]]:
         """The library's ways to form A Aᵀ (each costing N²·p flops or more), by label."""
@@ -119,7 +128,7 @@ class Library:
 
         out = {"threaded chunks": lambda: _threaded_rows(n, row, rows) or T}
         if self.name == "torch":
-            out["whole array"] = lambda: rows(slice(None)) or T
+            out["whole array"] = lambda: self.wide(lambda: rows(slice(None))) or T
         else:
             out["one thread"] = lambda: rows(slice(None)) or T
         return out
@@ -138,7 +147,7 @@ class Library:
                 xp.multiply(G[r], R[r], out=O[r])
                 xp.add(O[r], P[r], out=O[r])
         return {"threaded chunks": lambda: _threaded_rows(n, n, rows) or O,
-                "whole array": lambda: rows(slice(None)) or O}
+                "whole array": lambda: self.wide(lambda: rows(slice(None))) or O}
 
 
 def _random(be: Any, shape: tuple[int, ...], seed: int) -> Any:

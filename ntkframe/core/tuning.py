@@ -50,13 +50,17 @@ HADAMARD_BAND_ROWS = 256
 
 # -- torch backend (plugins/ntkframe_torch) -------------------------------------------------------
 
-#: symmetric Grams A Aᵀ with at least this many rows use the triangular panel tiling on the CPU:
-#: about 1.5-2x faster than ``A @ A.T`` at N=2048, m=8192 on 2 cores (asv_bench/measure_torch.py),
-#: slower below ~1000 rows
-SYMMETRIC_TILE_MIN_ROWS = 1024
-#: number of row panels of that tiling ((T+1)/(2T) of the flops: 56 % for T = 8), and the smallest panel
-SYMMETRIC_PANELS = 8
-SYMMETRIC_PANEL_MIN_ROWS = 256
+#: symmetric Grams A Aᵀ (and the symmetric kernel's combine) with at least this many rows use the
+#: triangular panel tiling on the CPU (below it: one full GEMM; at 256 rows 2 panels already save
+#: a quarter of the flops)
+SYMMETRIC_TILE_MIN_ROWS = 256
+#: rows per panel of that tiling: (1 + t/N)/2 of the full product's flops (N=1024: 56 %), every
+#: panel one single-threaded GEMM on the panel pool.  Measured at N=1024, m=4096, float64 on the
+#: loaded 2-core machine (median of 5, time / one half-output GEMM on one thread): 128 rows 1.12,
+#: 256 rows 1.20, a 2 x 2 recursion to 128 rows 1.22; with torch's 2 OpenMP threads per panel
+#: GEMM 2.0 (128) and 1.58 (256), where the half-output GEMM itself was only 1.2x faster on 2
+#: threads than on 1 (asv_bench/measure_torch.py times the tiling against A @ A.T)
+SYMMETRIC_PANEL_ROWS = 128
 #: on the CPU, ``map_rows`` runs elementwise chains on flat chunks of this many elements on its own
 #: thread pool, torch held at one thread meanwhile (exp/log1p open an OpenMP region from 2048
 #: elements, arithmetic from 32768: at one thread no chunk opens one); measured at N=2048, m=8192

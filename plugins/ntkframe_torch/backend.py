@@ -203,5 +203,22 @@ class TorchBackend(TorchGram, Backend):
         """
         from .autodiff import generic_jacobian_gram
 
-        return generic_jacobian_gram(self, model, params, X1, X2, implementation=implementation,
-                                     block_size=block_size, trace=trace)
+        if self.threads is None:
+            return generic_jacobian_gram(self, model, params, X1, X2, implementation=implementation,
+                                         block_size=block_size, trace=trace)
+        with self.threads.for_elements(_rows(X1) * _n_params(self.xp, model, params)):
+            return generic_jacobian_gram(self, model, params, X1, X2, implementation=implementation,
+                                         block_size=block_size, trace=trace)
+
+
+def _rows(X: Any) -> int:
+    shape = getattr(X, "shape", None)
+    return int(shape[0]) if shape else 1
+
+
+def _n_params(torch: Any, model: Any, params: Any) -> int:
+    """P for the thread choice: the module's parameters, or the leaves of ``params`` (0 if unknown)."""
+    if params is None and isinstance(model, torch.nn.Module):
+        return sum(p.numel() for p in model.parameters())
+    leaves = params.values() if isinstance(params, dict) else ()
+    return sum(int(np.prod(getattr(v, "shape", ()))) for v in leaves)

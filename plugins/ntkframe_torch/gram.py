@@ -5,13 +5,15 @@ tiles from :mod:`ntkframe.core.tiles`, the contraction
 :func:`ntkframe.core.gram.combine_blocks`); this mixin gives it torch's kernels: chunked
 elementwise chains on a thread pool (``map_rows``), a triangular symmetric Gram on the CPU
 (``gram``), and in-place Hadamard products and sums (``mul_into``, ``add_into``).
-Constants: :mod:`ntkframe.core.tuning` (``tuning.MAP_CHUNK``, ``tuning.SYMMETRIC_TILE_MIN_ROWS``, ``SYMMETRIC_PANELS``).
+Constants: :mod:`ntkframe.core.tuning` (``MAP_CHUNK``, ``SYMMETRIC_TILE_MIN_ROWS``, ``SYMMETRIC_PANEL_ROWS``,
+``TORCH_SERIAL_ELEMENTS``); thread counts: :mod:`.threads`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -20,16 +22,28 @@ from ntkframe.core import tuning
 _pools: dict[int, ThreadPoolExecutor] = {}
 
 
+def _one_thread() -> None:
+    """Pool worker start-up: torch's count is read per thread by MKL (``mkl_set_num_threads_local``),
+    so each worker sets one thread itself, or MKL's own exp/log1p and GEMMs would open OpenMP
+    regions inside every chunk (measured: a softplus pass at N=1024, m=4096 took 0.35 s on the
+    pool against 0.085 s whole-array on one thread)."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
 def _get_pool(nthreads: int) -> ThreadPoolExecutor:
-    """The thread pool of ``map_rows``, one per thread count (torch's may change at run time)."""
+    """The thread pool of ``map_rows``, the fused activations and the panels, one per thread count."""
     if nthreads not in _pools:
-        _pools[nthreads] = ThreadPoolExecutor(max_workers=nthreads, thread_name_prefix="ntkframe-torch")
+        _pools[nthreads] = ThreadPoolExecutor(max_workers=nthreads, thread_name_prefix="ntkframe-torch",
+                                              initializer=_one_thread)
     return _pools[nthreads]
 
 
 def _panels(n: int) -> list[tuple[int, int]]:
-    """The row panels (i, e) of the triangular tiling of an n × n symmetric product."""
-    t = max(tuning.SYMMETRIC_PANEL_MIN_ROWS, math.ceil(n / tuning.SYMMETRIC_PANELS))
+    """The row panels (i, e) of the triangular tiling of an n × n symmetric product, largest
+    first (panel i:e spans columns i:n)."""
+    t = tuning.SYMMETRIC_PANEL_ROWS
     return [(i, min(i + t, n)) for i in range(0, n, t)]
 
 
@@ -86,8 +100,9 @@ class TorchGram:
 
         An activation and its derivative are a chain of ~10 elementwise torch ops, each a full
         pass over the N × m pre-activations.  On the CPU the chain runs on flat chunks of
-        ``tuning.MAP_CHUNK`` elements, so the chunk stays in cache between ops, spread over a pool of
-        ``torch.get_num_threads()`` threads (torch releases the GIL inside ops) with torch itself
+        ``tuning.MAP_CHUNK`` elements (whole rows of a 2-D array), so the chunk stays in cache
+        between ops, spread over a pool of ``threads.large`` Python threads (one below
+        ``tuning.TORCH_SERIAL_ELEMENTS``; torch releases the GIL inside ops) with torch itself
         held at one thread meanwhile: each op runs on its calling thread (exp and log1p would open
         an OpenMP region from 2048 elements, whose threads wait for time slices when other
         processes load the cores: issue 16, :mod:`.threads`).  Measured at N=2048, m=8192
@@ -100,7 +115,7 @@ class TorchGram:
         torch = self.xp
         cpu = z.device.type == "cpu"
         if cpu and z.numel() >= 8 * tuning.MAP_CHUNK and _chunkable(torch, z):
-            nthreads = torch.get_num_threads()
+            nthreads = self.threads.large if z.numel() >= tuning.TORCH_SERIAL_ELEMENTS else 1
             with self.threads.use(1):
                 return self._map_chunks(fn, z, nthreads)
         # a small array on the CPU: one thread, never an OpenMP region (issue 16)
@@ -110,21 +125,24 @@ class TorchGram:
         return out if isinstance(out, tuple) else (out,)
 
     def _map_chunks(self, fn: Any, z: Any, nthreads: int) -> tuple[Any, ...]:
+        """``fn`` over chunks of about ``tuning.MAP_CHUNK`` elements: whole rows of a 2-D ``z``
+        (so a row vector broadcasts inside ``fn``), else flat pieces."""
         torch = self.xp
-        flat = z.reshape(-1)
+        flat = z if z.ndim == 2 else z.reshape(-1)
         n = flat.shape[0]
-        first = fn(flat[:tuning.MAP_CHUNK])
+        step = max(1, tuning.MAP_CHUNK // z.shape[1]) if z.ndim == 2 else tuning.MAP_CHUNK
+        first = fn(flat[:step])
         first = first if isinstance(first, tuple) else (first,)
-        outs = tuple(torch.empty(n, dtype=r.dtype, device=r.device) for r in first)
+        outs = tuple(torch.empty((n,) + tuple(r.shape[1:]), dtype=r.dtype, device=r.device) for r in first)
         for o, r in zip(outs, first):
-            o[:tuning.MAP_CHUNK] = r
+            o[:step] = r
 
         def work(i: int) -> None:
-            res = fn(flat[i:i + tuning.MAP_CHUNK])
+            res = fn(flat[i:i + step])
             for o, r in zip(outs, res if isinstance(res, tuple) else (res,)):
-                o[i:i + tuning.MAP_CHUNK] = r
+                o[i:i + step] = r
 
-        starts = range(tuning.MAP_CHUNK, n, tuning.MAP_CHUNK)
+        starts = range(step, n, step)
         if nthreads > 1:
             list(_get_pool(nthreads).map(work, starts))
         else:
@@ -140,11 +158,11 @@ class TorchGram:
         """A Bᵀ; the symmetric A Aᵀ (``B=None``) by triangular tiles on the CPU.
 
         torch has no symmetric rank-k GEMM (``A @ A.T`` is a full GEMM), so on the CPU, for N ≥
-        ``tuning.SYMMETRIC_TILE_MIN_ROWS`` rows, A is cut into T ≈ 8 row panels A_i and only the panels of
-        the upper triangle, A_i [A_i; A_{i+1}; ...]ᵀ, are multiplied; the strictly lower part is
-        mirrored.  That is (T+1)/(2T) ≈ 56% of the flops (measured with asv_bench/measure_torch.py:
-        about 1.5-2x faster than ``A @ A.T`` at N=2048, m=8192 on a 2-core CPU; slower below
-        ~1000 rows, hence the threshold).  The result is symmetric to rounding, not bitwise.  On
+        ``tuning.SYMMETRIC_TILE_MIN_ROWS`` rows, A is cut into row panels A_i of
+        ``tuning.SYMMETRIC_PANEL_ROWS`` rows and only the panels of the upper triangle,
+        A_i [A_i; A_{i+1}; ...]ᵀ, are multiplied, each straight into its rows of the result and
+        on one thread of the panel pool (:meth:`_run_panels`); the lower triangle is mirrored.
+        That is (1 + t/N)/2 of the flops (56 % at N=1024).  The result is exactly symmetric.  On
         CUDA the plain ``A @ A.T`` is kept until the tiling is measured there.
         """
         if A.device.type != "cpu":
@@ -159,9 +177,12 @@ class TorchGram:
         if A.ndim != 2 or n < tuning.SYMMETRIC_TILE_MIN_ROWS:
             return A @ A.T
         out = self.xp.empty((n, n), dtype=A.dtype, device=A.device)
-        for i, e in _panels(n):
+
+        def panel(i: int, e: int, _buf: Any) -> None:
             self.xp.mm(A[i:e], A[i:].T, out=out[i:e, i:])  # rows i:e, columns i:n, written in place
-        return _mirror_upper(out)
+
+        self._run_panels(n, A.shape[1], panel, out)
+        return out
 
     def combine(self, F1: list, F2: list | None, k: int, trace: bool) -> Any:
         """The symmetric kernel on the CPU accumulated in the upper panels of one N × N matrix.
@@ -169,7 +190,7 @@ class TorchGram:
         H = Σ_b s_b (L_b L_bᵀ) ⊙ (R_b R_bᵀ) (docs/theory.md §2), panel by panel (the row panels of
         :meth:`gram`, rows i:e × columns i:N): a block without a right factor is added by
         ``addmm_`` (β = 1, α = s_b) straight into the panel; a Hadamard block's panel product goes
-        to a reused panel buffer, is multiplied by the same panel of R Rᵀ and added.  The lower
+        to the worker's panel buffer, is multiplied by the same panel of R Rᵀ and added.  The lower
         triangle is mirrored once at the end, where ``combine_blocks`` would form, copy, mirror and
         then scale and add every N × N product separately.  Cross kernels (``F2``), full
         (N, N, k, k) kernels, CUDA and N below ``tuning.SYMMETRIC_TILE_MIN_ROWS`` take the generic
@@ -180,23 +201,97 @@ class TorchGram:
                 or F1[0].left.shape[0] < tuning.SYMMETRIC_TILE_MIN_ROWS):
             return super().combine(F1, F2, k, trace)
         n = F1[0].left.shape[0]
-        like = F1[0].left
-        C = torch.zeros((n, n), dtype=like.dtype, device=like.device)
-        width = max(b.left.reshape(n, -1).shape[1] for b in F1)
-        with self.threads.for_product(n, n, width):
-            buf = torch.empty(_panels(n)[0][1] * n, dtype=like.dtype, device=like.device)
-            for b in F1:
-                L = b.left if b.diagonal else b.left.reshape(n, -1)
-                alpha = float(b.scale) / (1 if b.diagonal else b.left.shape[1])  # mean over the k' outputs
-                for i, e in _panels(n):
-                    Cp = C[i:e, i:]
-                    if b.right is None:
-                        Cp.addmm_(L[i:e], L[i:].T, alpha=alpha)
-                        continue
-                    P = torch.mm(L[i:e], L[i:].T, out=buf[:(e - i) * (n - i)].view(e - i, n - i))
-                    P.mul_(b.right[i:e] @ b.right[i:].T)
-                    Cp.add_(P, alpha=alpha)
-            return _mirror_upper(C)
+        C = torch.zeros((n, n), dtype=F1[0].left.dtype, device=F1[0].left.device)
+        blocks = [(b.left if b.diagonal else b.left.reshape(n, -1), b.right,
+                   float(b.scale) / (1 if b.diagonal else b.left.shape[1]))  # mean over the k' outputs
+                  for b in F1]
+
+        def panel(i: int, e: int, buf: Any) -> None:
+            Cp = C[i:e, i:]
+            for L, R, alpha in blocks:
+                if R is None:
+                    Cp.addmm_(L[i:e], L[i:].T, alpha=alpha)
+                    continue
+                P = torch.mm(L[i:e], L[i:].T, out=buf[:(e - i) * (n - i)].view(e - i, n - i))
+                P.mul_(R[i:e] @ R[i:].T)
+                Cp.add_(P, alpha=alpha)
+
+        self._run_panels(n, max(L.shape[1] for L, _, _ in blocks), panel, C)
+        return C
+
+    def _run_panels(self, n: int, width: int, panel: Any, C: Any) -> None:
+        """``panel(i, e, buffer)`` for every row panel of an n × n symmetric product, then the mirror.
+
+        The panels are independent (disjoint rows of ``C``), so they run on a pool of
+        ``threads.large`` Python threads, largest first, each GEMM on one torch thread: no OpenMP
+        region at all.  Measured at N=1024, m=4096, float64 on the loaded 2-core machine: 8 panels
+        of 128 rows took 1.12x a single half-output GEMM's time on one thread, against 2.0x when
+        each panel's GEMM ran on torch's 2 OpenMP threads (~20 ms per parallel region lost to
+        threads waiting for a time slice); a pool worker that is descheduled only delays its own
+        panel while the other takes the rest.
+        """
+        torch = self.xp
+        parts = _panels(n)
+        nthreads = self.threads.threads_for(n, n, width)
+        local = threading.local()
+        cols = parts[0][1] - parts[0][0]
+
+        def work(part: tuple[int, int]) -> None:
+            if not hasattr(local, "buf"):
+                local.buf = torch.empty(cols * n, dtype=C.dtype, device=C.device)
+            panel(part[0], part[1], local.buf)
+
+        with self.threads.use(1):
+            if nthreads > 1:
+                list(_get_pool(nthreads).map(work, parts))
+            else:
+                for part in parts:
+                    work(part)
+            _mirror_upper(C)
+
+    def activation_joint(self, act: Any, z: Any, dscale: Any | None = None,
+                         overwrite: bool = False) -> tuple[Any, Any]:
+        """(σ(z), σ'(z)·dscale) in one pass over N × m; the row vector ``dscale`` is applied inside it.
+
+        Softplus on the CPU runs the fused kernel :func:`_softplus_into` over chunks of rows on
+        the map pool (no temporaries: every op writes into the outputs or a per-thread scratch
+        chunk; with ``overwrite`` σ(z) is written over ``z``).  Other activations: their
+        ``value_and_derivative`` through :meth:`map_rows`, ``dscale`` applied per chunk.
+        """
+        from ntkframe.core.activations import BUILTIN_ACTIVATIONS
+
+        torch = self.xp
+        kernel = FUSED_JOINT.get(act.name) if BUILTIN_ACTIVATIONS.get(act.name) is act else None
+        if (kernel is None or z.ndim != 2 or z.device.type != "cpu" or not _chunkable(torch, z)
+                or (dscale is not None and not isinstance(dscale, torch.Tensor))):
+            if dscale is None or z.ndim != 2:
+                return super().activation_joint(act, z, dscale, overwrite)
+
+            def joint(t: Any) -> tuple[Any, Any]:
+                value, deriv = act.value_and_derivative(self, t)
+                return value, deriv.mul_(dscale) if _fits_in_place(torch, deriv, dscale) else deriv * dscale
+
+            return self.map_rows(joint, z, 2)
+        S = z if overwrite else torch.empty_like(z)
+        D = torch.empty_like(z)
+        n, m = z.shape
+        rows = max(1, tuning.MAP_CHUNK // m)
+        local = threading.local()
+
+        def work(i: int) -> None:
+            if not hasattr(local, "t"):
+                local.t = torch.empty((rows, m), dtype=z.dtype)
+            e = min(i + rows, n)
+            kernel(z[i:e], S[i:e], D[i:e], local.t[: e - i], dscale)
+
+        nthreads = self.threads.large if z.numel() >= tuning.TORCH_SERIAL_ELEMENTS else 1
+        with self.threads.use(1):
+            if nthreads > 1:
+                list(_get_pool(nthreads).map(work, range(0, n, rows)))
+            else:
+                for i in range(0, n, rows):
+                    work(i)
+        return S, D
 
     def mul_into(self, x: Any, y: Any) -> Any:
         """x ⊙ y written into x (``mul_``) when y broadcasts to x without changing its dtype:
@@ -205,3 +300,28 @@ class TorchGram:
 
     def add_into(self, x: Any, y: Any) -> Any:
         return x.add_(y) if _fits_in_place(self.xp, x, y) else x + y
+
+
+def _softplus_into(z: Any, S: Any, D: Any, t: Any, dscale: Any | None) -> None:
+    """S = softplus(z) = max(z, 0) + log1p(exp(−|z|)) and D = sigmoid(z)·dscale, written in place
+    (``S`` may be ``z``: z is read for the last time by the op that overwrites it).
+
+    Stable for any |z| (exp(−|z|) ≤ 1; torch's sigmoid is 1/(1 + e^(−z)), accurate to a few ulp);
+    three transcendental passes (exp, log1p, sigmoid's exp) and four cheap ones over a
+    cache-sized chunk, no allocation.
+    """
+    import torch
+
+    torch.abs(z, out=t)
+    t.neg_()
+    torch.exp(t, out=t)                 # e = exp(−|z|) ∈ (0, 1]
+    torch.log1p(t, out=t)
+    torch.sigmoid(z, out=D)
+    if dscale is not None:
+        D.mul_(dscale)
+    torch.clamp_min(z, 0, out=S)        # the last read of z
+    S.add_(t)
+
+
+#: fused in-place kernels for built-in activations: fn(z, value_out, derivative_out, scratch, dscale)
+FUSED_JOINT = {"softplus": _softplus_into}

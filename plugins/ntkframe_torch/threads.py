@@ -22,13 +22,20 @@ a parallel region) and cheap to change (~0.1 µs), so the thread count is chosen
   ``tuning.TORCH_SERIAL_ELEMENTS`` output elements and fewer than ``tuning.TORCH_SERIAL_FLOPS``
   flops (then the elementwise passes, the backward GEMMs and the loss of that evaluation are
   as small and stay on one thread too), else :attr:`ThreadPolicy.large` threads;
-- outside a scope a small ``be.gram`` product runs on one thread and restores the count after;
+- outside a scope a ``be.gram`` product runs with the count its size asks for, restored after;
+- between them torch stays at **one thread**: building a CPU torch backend calls
+  ``torch.set_num_threads(1)`` once, so every other op — input validation, the loss, a user's
+  own small tensors — never opens a parallel region (on the loaded CI machine an isfinite check of
+  a 4096 × 64 weight matrix took 13 ms on 2 threads).  This is process-wide: torch code of the
+  user's own sharing the process runs on one thread too, unless it calls ``torch.set_num_threads``
+  itself after building the backend.  The generic autodiff path
+  (:meth:`TorchBackend.generic_jacobian_gram`) runs on ``large`` threads when N·P is large;
 - ``map_rows`` (the activation's elementwise chain over large arrays) runs its chunks on its own
   Python thread pool with torch at one thread, so no chunk opens an OpenMP region.
 
-``large`` is torch's own default (the cores, or ``OMP_NUM_THREADS``) unless the backend option
-``threads=`` or the environment variable ``NTKFRAME_TORCH_THREADS`` sets it (it is then applied
-once with ``torch.set_num_threads``); ``threads=1`` puts everything on one thread.
+``large`` is torch's own default when the backend is built (the cores, or ``OMP_NUM_THREADS``)
+unless the backend option ``threads=`` or the environment variable ``NTKFRAME_TORCH_THREADS`` sets
+it; ``threads=1`` puts everything on one thread.
 :meth:`ThreadPolicy.settings` is what provenance records.  Several Python threads running
 ntkframe's torch backend at once share the one process-wide count: results are unchanged, only
 their threading may be the other's choice.
@@ -47,6 +54,9 @@ from ntkframe.errors import InvalidOptionError
 
 #: depth of nested scopes per Python thread (the torch setting itself is process-wide)
 _local = threading.local()
+
+#: torch's own thread count as the first backend found it (later backends must not read back the 1 it set)
+_default: dict[str, int] = {}
 
 #: environment variables that change the threading of torch's CPU kernels, recorded in provenance
 THREAD_ENV = ("NTKFRAME_TORCH_THREADS", "NTKFRAME_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
@@ -75,16 +85,19 @@ class ThreadPolicy:
         elif env:
             self.large, self.source = _parse(env, "NTKFRAME_TORCH_THREADS"), "NTKFRAME_TORCH_THREADS"
         else:
-            self.large, self.source = max(1, torch.get_num_threads()), "torch default"
-        if self.source != "torch default" and torch.get_num_threads() != self.large:
-            torch.set_num_threads(self.large)
+            if "torch" not in _default:  # torch's count before the first backend set it to one
+                _default["torch"] = max(1, torch.get_num_threads())
+            self.large, self.source = _default["torch"], "torch default"
+        # the process-wide count between large products: one thread (module docstring)
+        self.set(1)
 
     def threads_for(self, n1: int, n2: int, k: int) -> int:
         """Threads for an (n1 × k)(k × n2) product and the elementwise work on its output."""
         small = n1 * n2 < tuning.TORCH_SERIAL_ELEMENTS and 2 * n1 * n2 * k < tuning.TORCH_SERIAL_FLOPS
         return 1 if small else self.large
 
-    def _set(self, n: int) -> None:
+    def set(self, n: int) -> None:
+        """torch's thread count to ``n`` (no call when it already is: the flip is cheap but not free)."""
         if self.torch.get_num_threads() != n:
             self.torch.set_num_threads(n)
 
@@ -92,20 +105,25 @@ class ThreadPolicy:
     def use(self, n: int) -> Iterator[None]:
         """Run the block with ``n`` threads, then restore the count found on entry."""
         before = self.torch.get_num_threads()
-        self._set(n)
+        self.set(n)
         try:
             yield
         finally:
-            self._set(before)
+            self.set(before)
 
     def for_product(self, n1: int, n2: int, k: int) -> contextlib.AbstractContextManager:
         """Inside a scope: set the count for this product and what follows it (restored when the
-        scope ends); outside: one thread for a small product only, restored after it."""
+        scope ends); outside: the count for this product only, restored after it."""
         n = self.threads_for(n1, n2, k)
         if getattr(_local, "depth", 0) > 0:
-            self._set(n)
+            self.set(n)
             return contextlib.nullcontext()
-        return self.use(1) if n == 1 else contextlib.nullcontext()
+        return self.use(n)
+
+    def for_elements(self, elements: int) -> contextlib.AbstractContextManager:
+        """``large`` threads for a block of work over at least ``tuning.TORCH_SERIAL_ELEMENTS``
+        numbers (e.g. per-sample Jacobians), else one; restored after it."""
+        return self.use(self.large if elements >= tuning.TORCH_SERIAL_ELEMENTS else 1)
 
     def scoped(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         """``fn`` run as one scope: products inside choose the thread count, restored on return."""
