@@ -18,8 +18,8 @@ from .theory.ntkgp import ntkgp  # nf.ntkgp(model, X_train, y_train, X_test, t):
 from .core.activations import Activation, get_activation
 from .theory.analytic import AnalyticNTK, analytic_ntk, nngp_kernel
 from .core.backend import Backend, backend_for, get_backend, list_backends, to_numpy
-from .errors import (BackendUnavailableError, ConfigError, DivergenceError, NtkframeError, PluginError,
-                     UnknownNameError)
+from .errors import (BackendUnavailableError, ConfigError, DivergenceError, IncompleteResultError, NtkframeError,
+                     PluginError, StabilityWarning, StoreError, StoreLockedError, StoreMismatchError, UnknownNameError)
 from .hookspecs import hookimpl, hookspec
 from .flow.integrators import RK4, DormandPrince, Euler, Integrator, KernelFlow
 from .core.kernels import IMPLEMENTATIONS, EmpiricalNTK, KernelEstimator, empirical_ntk
@@ -41,7 +41,8 @@ __all__ = [
     "simulate", "Trajectory",
     "AnalyticNTK", "analytic_ntk", "nngp_kernel", "MonteCarloNTK", "MonteCarloResult", "monte_carlo_ntk",
     "predict", "ntkgp", "data",
-    "kernel_to_file", "open_kernel", "TorchModel", "JaxModel",
+    "kernel_to_file", "open_kernel", "IncompleteResultError", "StabilityWarning", "StoreError",
+    "StoreLockedError", "StoreMismatchError", "TorchModel", "JaxModel",
 ]
 
 #: adapters for the user's own networks, registered by the torch and jax plugins as model kinds

@@ -88,3 +88,7 @@ class ParamKeyError(InputError, KeyError):
 class StabilityWarning(UserWarning):
     """A fixed-step integrator's step exceeds the stable bound at θ(0): the run may survive, but what it
     computes is no longer (an approximation of) gradient flow (docs/theory.md §6)."""
+
+
+class StoreExistsError(StoreError, FileExistsError):
+    """A folder already holds a stored run that this call would start afresh (pass it as ``resume=``)."""

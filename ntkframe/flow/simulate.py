@@ -25,7 +25,7 @@ from ..core.kernels import _resolve_backend
 from ..core.models import Model
 from ..core.provenance import provenance
 from ..core.validation import check_seed, check_targets_real, input_errors
-from ..errors import DivergenceError
+from ..errors import DivergenceError, StoreExistsError
 from .integrators import Integrator, check_times, divergence_error
 from . import stability
 from .linearised import KernelFlow
@@ -144,7 +144,7 @@ def simulate(model: Model, loss: Loss, integrator: Integrator | KernelFlow, X: A
         checkpoint = resume if checkpoint is None else checkpoint
     saver = None if checkpoint is None else Checkpoint(checkpoint, fp, be.describe())
     if saver is not None and resumed is None and saver.exists():
-        raise FileExistsError(f"the checkpoint folder {checkpoint} already holds a run; pass resume={str(checkpoint)!r} "
+        raise StoreExistsError(f"the checkpoint folder {checkpoint} already holds a run; pass resume={str(checkpoint)!r} "
                               "to continue it, or choose an empty folder")
 
     run = Recording(model, loss, be, X, yb, Xt, params0, block_size, kernel)
