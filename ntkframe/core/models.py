@@ -227,7 +227,8 @@ class TwoLayerNet(Model):
     def _grads(self, params: dict, X: Any, S: Any, D: Any, cot: Any) -> dict[str, Any]:
         out = {}
         if "W" in self.trainable:
-            out["W"] = ((cot @ self._a2(params).T) * D).T @ X * self.c
+            a2 = self._a2(params)  # k = 1: ((cot aᵀ) ⊙ D)ᵀ X = diag(a) Dᵀ (cot ⊙ X), no N × m temporary
+            out["W"] = (a2 * (D.T @ (cot * X)) if a2.shape[1] == 1 else ((cot @ a2.T) * D).T @ X) * self.c
         if "a" in self.trainable:
             ga = (S.T @ cot) * self.c
             out["a"] = ga[:, 0] if params["a"].ndim == 1 else ga
