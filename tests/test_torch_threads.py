@@ -75,6 +75,7 @@ def test_threads_option_env_and_provenance(monkeypatch, restore_threads):
     with pytest.raises(InvalidOptionError, match="threads=0"):
         nf.get_backend("torch", threads=0)
     assert provenance(be)["blas"]["threads"]["large_work_threads"] == 1
+    assert provenance(be)["threads"]["cpu_threads"] >= 1
 
 
 @pytest.mark.parametrize("train", ["both", "hidden", "output"])

@@ -48,8 +48,21 @@ def _blas(backend: Any = None) -> dict[str, Any]:
         return {}
 
 
+#: environment variables that set thread counts of the BLAS libraries and frameworks
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NTKFRAME_NUM_THREADS",
+               "NTKFRAME_TORCH_THREADS", "OMP_WAIT_POLICY", "XLA_FLAGS")
+
+
+def _threads() -> dict[str, Any]:
+    """The threading environment: the variables set, and the CPU threads ntkframe may use
+    (a backend's own choice — torch's per-call-size counts — is in ``blas["threads"]``)."""
+    from .host import cpu_threads
+
+    return {"cpu_threads": cpu_threads(), "env": {k: os.environ[k] for k in THREAD_VARS if k in os.environ}}
+
+
 def provenance(backend: Any = None) -> dict[str, Any]:
-    """Versions, backend/device/dtype, BLAS, git commit, host and time of this run."""
+    """Versions, backend/device/dtype, BLAS, thread settings, git commit, host and time of this run."""
     from importlib import metadata
 
     versions = {}
@@ -69,6 +82,7 @@ def provenance(backend: Any = None) -> dict[str, Any]:
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
         "blas": _blas(backend),
+        "threads": _threads(),
         "git_commit": _git_commit(),
         "plugins": __import__("ntkframe.plugins", fromlist=["third_party_plugins"]).third_party_plugins(),
         "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

@@ -66,6 +66,11 @@ SYMMETRIC_PANEL_ROWS = 128
 #: elements, arithmetic from 32768: at one thread no chunk opens one); measured at N=2048, m=8192
 #: (softplus, float64): 0.45 s against 2.5 s for whole-array ops and 0.9 s for 64K-element chunks
 MAP_CHUNK = 1 << 14
+#: elements per chunk of torch's fused softplus kernel (rows of the N × m pre-activations; four
+#: chunks of 512 KiB float64 in L2): measured at N=1024, m=4096, float64, load ~2 (median of 7):
+#: 16K → 52 ms, 64K → 39 ms, 256K → 38 ms, 1M → 40 ms (torch's per-op dispatch, ~5 µs, dominates
+#: cheap ops on small chunks); exp + log1p alone, whole array on 2 threads: 20 ms
+TORCH_FUSED_CHUNK = 1 << 16
 #: a torch GEMM on the CPU whose output has fewer elements than this and fewer flops than
 #: TORCH_SERIAL_FLOPS runs on one thread, and so does the elementwise work after it in the same
 #: compiled piece (plugins/ntkframe_torch/threads.py).  Chosen so that the quickstart's sizes
@@ -80,7 +85,11 @@ TORCH_SERIAL_FLOPS = 1 << 26
 
 #: diagonal blocks of a symmetric Gram with fewer rows are multiplied in full (XLA has no syrk;
 #: halving pays only while each half keeps the GEMM efficient: 5/8 of the flops at N = 4·256;
-#: asv_bench/measure_jax.py times the recursion against a full GEMM)
+#: asv_bench/measure_jax.py times the recursion against a full GEMM).  Checked again at N=1024,
+#: m=4096, float64 (load ~3, median of 7, time / one half-output GEMM A[:N/2] Aᵀ): recursion to
+#: 256 rows 1.56 (1.25x its flops), to 128 rows 1.71, to 512 rows 1.77, the top half in one GEMM
+#: plus recursion on the bottom-right 1.67-1.77, 128/256-row panels through ``.at[].set`` 1.74-1.77,
+#: a full A Aᵀ 1.71: XLA:CPU's GEMM rate on the smaller blocks, not the copies, sets the limit
 SYMMETRIC_MIN_ROWS = 256
 #: compiled functions one backend keeps (least recently used dropped first; a chosen bound on
 #: memory, not a measured optimum); a sweep reuses one backend per worker, so its tasks share them
