@@ -8,8 +8,8 @@ processes a pool thread waits for a time slice, so every region costs millisecon
 the 2-core CI machine with two busy-loop neighbours (float64, median of 30 calls), ``torch.exp``
 on 16 × 512 took 16-32 ms on 2 threads against ~15 µs on one, ``X Wᵀ`` at 16 × 8 × 512
 60 ms against 37 µs, ``(64 × 2048)ᵀ (64 × 8)`` 76 ms against 0.24 ms.  The quickstart's flow (N ≤ 64,
-m ≤ 2048) is made of such ops, so it ran 20-25× slower under load while NumPy (whose OpenBLAS
-keeps small GEMMs on one thread) barely changed.
+m ≤ 2048) is made of such ops, so it ran 24× slower under load (issue 16: 414 s against 17 s)
+while NumPy (whose OpenBLAS keeps small GEMMs on one thread) barely changed.
 
 The policy.  ``torch.set_num_threads`` is process-wide (OpenMP's global ICV for threads outside
 a parallel region) and cheap to change (~0.1 µs), so the thread count is chosen per call:
@@ -30,8 +30,10 @@ a parallel region) and cheap to change (~0.1 µs), so the thread count is chosen
   user's own sharing the process runs on one thread too, unless it calls ``torch.set_num_threads``
   itself after building the backend.  The generic autodiff path
   (:meth:`TorchBackend.generic_jacobian_gram`) runs on ``large`` threads when N·P is large;
-- ``map_rows`` (the activation's elementwise chain over large arrays) runs its chunks on its own
-  Python thread pool with torch at one thread, so no chunk opens an OpenMP region.
+- ``map_rows``, the fused softplus and the symmetric Gram's row panels run on a pool of Python
+  threads (:mod:`.gram`), each op or GEMM on one torch thread (every worker sets its own count:
+  MKL keeps it per thread), so none opens an OpenMP region and a descheduled worker delays only
+  its own chunk.
 
 ``large`` is torch's own default when the backend is built (the cores, or ``OMP_NUM_THREADS``)
 unless the backend option ``threads=`` or the environment variable ``NTKFRAME_TORCH_THREADS`` sets
