@@ -141,7 +141,7 @@ def test_run_writes_the_run_folder_with_results_provenance_and_plot(tmp_path, ca
     cfg.write_text(TINY.format(act="softplus"))
     out, _ = _capture(["run", str(cfg), "--out", str(tmp_path / "run"), "--no-progress"], capsys)
     run = tmp_path / "run"
-    assert "width m" in out and "fitted slope" in out
+    assert "width m" in out and "fitted exponents" in out and "slope" in out and "undecided" in out
     res = json.loads((run / "results.json").read_text())
     assert len(res["points"]) == 2 * 3
     assert all(p["rel_fro"] > 0 for p in res["points"])

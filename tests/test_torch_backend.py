@@ -349,6 +349,6 @@ def test_generic_errors_name_what_is_allowed(tbe):
     with pytest.raises(TypeError, match="jax array"):
         tbe.generic_jacobian_gram(tanh_mlp, params, FakeForeignArray(X))
     net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Dropout(0.5), torch.nn.Linear(4, 1)).double()
-    with pytest.raises(ValueError, match=r"training mode .* call module.eval\(\) first"):
+    with pytest.raises(ValueError, match=r"training mode.*call module.eval\(\) first"):
         tbe.generic_jacobian_gram(net, None, X)
     assert tuple(tbe.generic_jacobian_gram(net.eval(), None, X).shape) == (3, 3)

@@ -5,7 +5,8 @@ Importing this package does not import torch: the framework loads when a backend
 (``nf.get_backend("torch", device="cuda:0", dtype="float32")``).  The package follows the backend
 contract (docs/backends.md): :mod:`.backend` (devices, dtypes, arrays, memory, sync),
 :mod:`.gram` (the hot path: activation pass and GEMMs), :mod:`.autodiff` (the generic autodiff
-Jacobian-Gram); and one extension, :mod:`.layers` (structured per-layer Grams of ``nn.Module`` s).
+Jacobian-Gram); and the extensions :mod:`.layers` (structured per-layer Grams of ``nn.Module`` s),
+:mod:`.model` (``TorchModel``) and :mod:`.threads` (CPU thread counts chosen per call size).
 """
 
 from __future__ import annotations
