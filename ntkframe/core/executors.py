@@ -130,13 +130,20 @@ def check_not_bootstrapping() -> None:
                             f"script; {GUARD_ADVICE}")
 
 
-def _install_shared(path: str) -> None:
+def _install_shared(path: str, parent: int | None = None) -> None:
     """Process-pool initializer: load the shared payload from its file (once per worker), and
-    exit when the parent dies (``kill -9`` of a run would otherwise leave the workers waiting forever)."""
+    exit when the parent dies (``kill -9`` of a run would otherwise leave the workers waiting forever).
+
+    ``parent`` is the pool owner's pid, passed from the parent: reading ``os.getppid()`` here instead
+    would race with a parent killed while this worker starts (the worker, already re-parented, would
+    then watch its new parent and never exit)."""
     global _WORKER_SHARED
+    if parent is None:
+        parent = os.getppid()
+    if os.getppid() != parent:  # the owner died before this worker got here
+        os._exit(1)
     with open(path, "rb") as fh:
         _WORKER_SHARED = pickle.load(fh)
-    parent = os.getppid()
 
     def watch() -> None:
         while os.getppid() == parent:
@@ -269,7 +276,7 @@ class Runner:
         self._stack.enter_context(pinned_threads(1))
         self._pool = pool = ProcessPoolExecutor(max_workers=self.workers or default_workers(),
                                                 mp_context=mp.get_context("spawn"),
-                                                initializer=_install_shared, initargs=(path,))
+                                                initializer=_install_shared, initargs=(path, os.getpid()))
         try:
             pool.submit(_ready).result(timeout=self.startup_timeout)
         except (BrokenProcessPool, OSError) as exc:
