@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import platform
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,18 +17,58 @@ from typing import Any
 
 import numpy as np
 
+from .._version import __version__
+from ..plugins import third_party_plugins
 
-def _git_commit() -> str | None:
-    here = Path(__file__).resolve().parent.parent
+
+#: the folder above the installed ``ntkframe`` package: a source checkout's root, or site-packages
+SOURCE_ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+def _is_ntkframe_checkout(root: Path) -> bool:
+    """Whether ``root`` is the top of a git checkout of ntkframe itself (its pyproject names the
+    project): a non-editable install inside a user's own repository must not record the user's commit."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=root, capture_output=True, text=True,
+                             timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    if top.returncode != 0 or Path(top.stdout.strip()).resolve() != root.resolve():
+        return False
+    try:
+        text = (root / "pyproject.toml").read_text()
+    except OSError:
+        return False
+    return 'name = "ntkframe"' in text and (root / "ntkframe" / "__init__.py").exists()
+
+
+def _git_commit(root: Path | None = None) -> str | None:
+    """The commit of ntkframe's own source checkout (``+dirty`` with uncommitted changes), or None
+    when the package is not run from one."""
+    root = SOURCE_ROOT if root is None else root
+    if not _is_ntkframe_checkout(root):
+        return None
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
         if out.returncode == 0:
-            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
                                    capture_output=True, text=True, timeout=5).stdout.strip()
             return out.stdout.strip() + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         pass
     return None
+
+
+def _cpu_model() -> str | None:
+    """The CPU's model name (/proc/cpuinfo on Linux, else platform.processor())."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
 
 
 def _blas(backend: Any = None) -> dict[str, Any]:
@@ -66,12 +107,12 @@ def provenance(backend: Any = None) -> dict[str, Any]:
     from importlib import metadata
 
     versions = {}
-    for pkg in ("ntkframe", "numpy", "scipy", "pluggy", "click"):
+    for pkg in ("ntkframe", "numpy", "scipy", "pluggy", "click", "matplotlib", "tqdm"):
         try:
             versions[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             versions[pkg] = None
-    versions["ntkframe"] = versions["ntkframe"] or __import__("ntkframe").__version__
+    versions["ntkframe"] = versions["ntkframe"] or __version__
     for mod in ("torch", "jax", "cupy"):
         if mod in sys.modules:
             versions[mod] = getattr(sys.modules[mod], "__version__", None)
@@ -80,11 +121,13 @@ def provenance(backend: Any = None) -> dict[str, Any]:
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "machine": platform.machine(),
+        "host": socket.gethostname(),
+        "cpu_model": _cpu_model(),
         "cpus": os.cpu_count(),
         "blas": _blas(backend),
         "threads": _threads(),
         "git_commit": _git_commit(),
-        "plugins": __import__("ntkframe.plugins", fromlist=["third_party_plugins"]).third_party_plugins(),
+        "plugins": third_party_plugins(),
         "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
     if backend is not None:
