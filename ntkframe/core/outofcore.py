@@ -242,8 +242,11 @@ def kernel_to_file(model: Model, params: dict, X1: Any, X2: Any | None = None, *
         The sidecar is locked while tiles are written: a second writer gets
         :class:`~ntkframe.errors.StoreLockedError`.
 
-    Returns the opened output, read-only: a ``zarr.Array`` or a ``numpy.memmap`` of shape (N1, N2)
-    (:func:`open_kernel` opens it again later, checking every tile).
+    Returns
+    -------
+    zarr.Array or numpy.memmap
+        The opened output, read-only, of shape (N1, N2); :func:`open_kernel` opens it again later,
+        checking every tile.
     """
     fmt = ks.kernel_format(out)
     out = Path(out).absolute()  # workers may run in another directory
