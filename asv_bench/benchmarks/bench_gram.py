@@ -14,8 +14,7 @@ from typing import Any
 
 import ntkframe as nf
 
-from .common import (CUDA_BACKENDS, NO_BACKEND, BackendBenchmark, device_peak_bytes, grid, median_times,
-                     parse_size, select_backends, sphere, two_layer_floor)
+from .common import (CUDA_BACKENDS, NO_BACKEND, BackendBenchmark, device_peak_bytes, grid, parse_size, select_backends, sphere)
 
 TWO_LAYER_SIZES = grid(["128x16x512", "512x64x2048", "1024x64x4096", "2048x128x8192"], ["64x8x256"])
 MLP_SIZES = grid(["64x16x128", "256x64x1024", "256x64x2048", "1024x64x2048"], ["32x8x64"])
@@ -76,30 +75,6 @@ class TimeMLPGram(GramSetup):
 
     def peakmem_gram(self, backend: str, size: str, symmetric: bool, dtype: str) -> None:
         self.sync(self.gram())
-
-
-class GemmFloorFraction(TwoLayerSetup):
-    """Fraction of the in-process GEMM floor the two-layer Gram reaches (1.0 = as fast as the GEMMs).
-
-    Floor: the same library's time for X Wᵀ plus two S Sᵀ with S of shape (N, m) (symmetric), or
-    X₁Wᵀ, X₂Wᵀ and two S₁S₂ᵀ (not symmetric), measured in this process, interleaved with the Gram
-    (median of both).  Issue 6's target: ≥ 0.85 at 2048x128x8192 symmetric on the CPU backends.
-    """
-
-    params = [select_backends(), TWO_LAYER_SIZES, SYMMETRIC, DTYPES]
-    param_names = PARAM_NAMES
-    unit = "fraction of GEMM floor"
-
-    def setup(self, backend: str, size: str, symmetric: bool, dtype: str) -> None:
-        super().setup(backend, size, symmetric, dtype)
-        self.floor = two_layer_floor(self.be, self.n, self.d, self.width, symmetric)
-        self.warm_up(self.floor)
-
-    def track_gemm_fraction(self, backend: str, size: str, symmetric: bool, dtype: str) -> float:
-        (probe,) = median_times([lambda: self.sync(self.gram())], 1)
-        repeats = 3 if self.n <= 64 else max(5, min(50, int(1.0 / max(probe, 1e-4))))
-        t_gram, t_floor = median_times([lambda: self.sync(self.gram()), self.floor], repeats)
-        return t_floor / t_gram
 
 
 def cuda_device_visible() -> bool:

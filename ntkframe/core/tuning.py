@@ -4,7 +4,7 @@ Modules read these at call time (``tuning.NAME``), so a benchmark or a test can 
 ``monkeypatch.setattr(ntkframe.core.tuning, "NAME", value)`` and see the effect everywhere.  None
 of them changes a result beyond rounding; they trade memory, threads and GEMM shapes for time.
 Measurements were taken on the 2-core CI machine (shared with other jobs) unless said otherwise;
-``asv_bench/measure_torch.py``, ``asv_bench/measure_jax.py`` and ``scripts/measure_floor.py``
+``asv_bench/measure_torch.py``, ``asv_bench/measure_jax.py`` and ``asv_bench/measure_floors.py``
 reproduce them.
 """
 
