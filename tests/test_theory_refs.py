@@ -4,7 +4,7 @@ Code, configs, reports and docs cite the theory as "docs/theory.md §N" or "docs
 (ranges "§3–4" too).  This test reads the numbered headings of docs/theory.md ("## 4. …",
 "### 4.1 …") and scans every tracked *.py, *.md and *.toml file under ntkframe/, plugins/, docs/,
 examples/ and README.md: it fails on a reference to a section the page does not have, and on any
-bare "THEORY.md §N" (a file that is not in the repository).
+section reference to a theory page other than docs/theory.md (users have only the repository).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-THEORY = ROOT / "docs" / "theory.md"
+THEORY_PAGE = ROOT / "docs" / "theory.md"
 SCANNED = ("ntkframe", "plugins", "docs", "examples", "README.md")
 SUFFIXES = {".py", ".md", ".toml"}
 
@@ -24,12 +24,12 @@ HEADING = re.compile(r"^#{2,4}\s+(\d+(?:\.\d+)*)\.?\s+\S", re.M)
 NUM = r"\d+(?:\.\d+)?"
 # "docs/theory.md §4.1", "docs/theory.md §3–4", "docs/theory.md §1, §4", "docs/theory.md §4, claim 2"
 REFERENCE = re.compile(rf"docs/theory\.md,?\s*((?:§\s*{NUM}(?:\s*[–-]\s*{NUM})?(?:\s*,\s*|\s+and\s+)?)+)")
-# a theory reference without the docs/ path: THEORY.md §N, theory.md §N, ../theory.md §N
+# a theory reference without the docs/ path (any case, any other folder): theory.md §N, ../theory.md §N
 BARE = re.compile(r"(?<!docs/)\btheory\.md\s*§", re.I)
 
 
 def theory_sections() -> set[str]:
-    return set(HEADING.findall(THEORY.read_text(encoding="utf-8")))
+    return set(HEADING.findall(THEORY_PAGE.read_text(encoding="utf-8")))
 
 
 def scanned_files() -> list[Path]:
@@ -47,7 +47,7 @@ def test_theory_page_has_the_cited_numbering():
     # the numbers code and reports use (§1 … §5 as before, the claims as §4.1–4.3, §6 stable steps)
     expected = {"1", "2", "3", "4", "4.1", "4.2", "4.3", "5", "6"}
     assert expected <= sections, f"docs/theory.md lacks sections {sorted(expected - sections)}"
-    text = THEORY.read_text(encoding="utf-8")
+    text = THEORY_PAGE.read_text(encoding="utf-8")
     for topic in ("neural tangent kernel", "gradient flow", "two-layer", "infinite-width",
                   "perturbation bound", "concentration", "convergence", "linearisation", "stable steps"):
         assert topic in text.lower(), f"docs/theory.md does not cover {topic!r}"
@@ -74,7 +74,7 @@ def test_theory_references_point_to_existing_sections():
                        f"(it has §{', §'.join(sorted(sections, key=_key))}):\n  " + "\n  ".join(dangling))
     if bare:
         message.append("theory references not of the form 'docs/theory.md §N' "
-                       "(THEORY.md is not in the repository):\n  " + "\n  ".join(bare))
+                       "(cite the page the repository holds):\n  " + "\n  ".join(bare))
     if message:
         pytest.fail("\n".join(message))
 
