@@ -57,10 +57,6 @@ class EmpiricalNTK(KernelEstimator):
                              block_size=self.block_size, trace=self.trace, implementation=self.implementation)
 
 
-#: the former private name (flow and theory modules still import it)
-_resolve_backend = resolve_backend
-
-
 def check_implementation(implementation: Any) -> str:
     """``implementation`` after checking it is one of :data:`IMPLEMENTATIONS` (the same error everywhere)."""
     if not isinstance(implementation, str) or implementation not in IMPLEMENTATIONS:

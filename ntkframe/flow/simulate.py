@@ -21,7 +21,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 
 from ..core.backend import Backend, to_numpy
-from ..core.kernels import _resolve_backend
+from ..core.backend import resolve_backend
 from ..core.models import Model
 from ..core.provenance import provenance
 from ..core.validation import check_seed, check_targets_real, input_errors
@@ -120,7 +120,7 @@ def simulate(model: Model, loss: Loss, integrator: Integrator | KernelFlow, X: A
                         f"got {integrator!r}")
     exact = isinstance(integrator, KernelFlow)
     record = _check_record(record, loss, exact)
-    be = _resolve_backend(backend, params)
+    be = resolve_backend(backend, params)
     X = model.check_inputs(be, X, "X")
     n = X.shape[0]
     with input_errors("y"):

@@ -42,7 +42,8 @@ from typing import Any, Callable, NamedTuple
 import numpy as np
 
 from ..core.backend import get_backend, to_numpy
-from ..core.kernels import _resolve_backend, empirical_ntk
+from ..core.backend import resolve_backend
+from ..core.kernels import empirical_ntk
 from ..flow.linearised import LinearisedFlow, kernel_matrix
 from .analytic import analytic_ntk, nngp_kernel
 
@@ -310,7 +311,7 @@ def predict(model: Any, X_train: Any, y_train: Any, X_test: Any, t: Any = None, 
     if kernel != "ntk":
         raise ValueError("with params (a finite-width network) only kernel='ntk' is defined: the NNGP kernel is an "
                          "infinite-width object; pass params=None for it")
-    be = _resolve_backend(backend, params)
+    be = resolve_backend(backend, params)
     Ktt = to_numpy(empirical_ntk(model, params, X_train, backend=be, block_size=block_size))
     Kst = to_numpy(empirical_ntk(model, params, X_test, X_train, backend=be, block_size=block_size))
     f_train = to_numpy(model.apply(params, be.asarray(X_train, name="X_train"), backend=be))
