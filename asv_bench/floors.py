@@ -92,10 +92,23 @@ class Library:
             self.act = jax.jit(lambda z: jnp.log1p(jnp.exp(z)))
             self.fma = jax.jit(lambda g, r, p: g * r + p)
         else:
-            self.mm_nt = lambda a, b: self.wide(lambda: a @ b.T)
-            self.mm_tn = lambda a, b: self.wide(lambda: a.T @ b)
-            self.half = lambda a: self.wide(lambda: a[: a.shape[0] // 2] @ a.T)
+            mm = be.xp.matmul
+            self._outs: dict[tuple, Any] = {}
+            self.mm_nt = lambda a, b: self.wide(lambda: mm(a, b.T, out=self._out("nt", a, b)))
+            self.mm_tn = lambda a, b: self.wide(lambda: mm(a.T, b, out=self._out("tn", a, b)))
+            self.half = lambda a: self.wide(lambda: mm(a[: a.shape[0] // 2], a.T, out=self._out("half", a, a)))
             self.own_gram = be.gram
+
+    def _out(self, kind: str, a: Any, b: Any) -> Any:
+        """The output of a floor GEMM, allocated once per (kind, operands) and reused, so the floor
+        never pays the page faults of a fresh result (the implementation can avoid them too:
+        plugins/ntkframe_torch/gram.py ``host_empty``)."""
+        key = (kind, id(a), id(b))
+        if key not in self._outs:
+            shape = {"nt": (a.shape[0], b.shape[0]), "tn": (a.shape[1], b.shape[1]),
+                     "half": (a.shape[0] // 2, a.shape[0])}[kind]
+            self._outs[key] = self.be.zeros(shape)
+        return self._outs[key]
 
     def wide(self, fn: Callable[[], Any]) -> Any:
         """``fn()`` with every thread the library gives a large GEMM (torch's backend holds torch at

@@ -96,3 +96,25 @@ def test_panel_combine_equals_numpy(monkeypatch, train, outputs, trace):
     A = tbe.asarray(np.random.default_rng(0).standard_normal((37, 11)))
     G = tbe.gram(A).numpy()
     assert np.abs(G - A.numpy() @ A.numpy().T).max() <= 1e-12 * np.abs(G).max() and np.array_equal(G, G.T)
+
+
+def test_large_cpu_buffers_come_from_numpy_memory_and_products_stay_exact():
+    """``host_empty``: from 2 MiB up on the CPU a tensor over NumPy's memory (huge pages, fewer
+    page faults), below it and for other dtypes a plain torch tensor; the products written into
+    them equal torch's own."""
+    from ntkframe_torch.gram import host_empty
+
+    big = host_empty(torch, (1024, 512), torch.float64, torch.device("cpu"), zero=True)  # 4 MiB
+    small = host_empty(torch, (64, 64), torch.float64, torch.device("cpu"), zero=True)
+    ints = host_empty(torch, (1024, 1024), torch.int64, torch.device("cpu"))
+    assert big.shape == (1024, 512) and big.dtype == torch.float64 and not big.any()
+    assert not small.any() and ints.dtype == torch.int64
+    # a storage over NumPy's memory is not resizable by torch; one torch allocated itself is
+    assert not big.untyped_storage().resizable() and small.untyped_storage().resizable()
+    be = nf.get_backend("torch")
+    rng = np.random.default_rng(0)
+    X = torch.from_numpy(rng.standard_normal((512, 64)))
+    W = torch.from_numpy(rng.standard_normal((1024, 64)))
+    np.testing.assert_array_equal(be.gram(X, W).numpy(), (X @ W.T).numpy())
+    A = torch.from_numpy(rng.standard_normal((600, 96)))
+    np.testing.assert_allclose(be.gram(A).numpy(), (A @ A.T).numpy(), rtol=1e-13, atol=1e-12)

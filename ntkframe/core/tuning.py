@@ -66,11 +66,12 @@ SYMMETRIC_PANEL_ROWS = 128
 #: elements, arithmetic from 32768: at one thread no chunk opens one); measured at N=2048, m=8192
 #: (softplus, float64): 0.45 s against 2.5 s for whole-array ops and 0.9 s for 64K-element chunks
 MAP_CHUNK = 1 << 14
-#: elements per chunk of torch's fused softplus kernel (rows of the N × m pre-activations; four
-#: chunks of 512 KiB float64 in L2): measured at N=1024, m=4096, float64, load ~2 (median of 7):
-#: 16K → 52 ms, 64K → 39 ms, 256K → 38 ms, 1M → 40 ms (torch's per-op dispatch, ~5 µs, dominates
-#: cheap ops on small chunks); exp + log1p alone, whole array on 2 threads: 20 ms
-TORCH_FUSED_CHUNK = 1 << 16
+#: elements per chunk of torch's fused softplus kernel (rows of the N × m pre-activations):
+#: measured at N=1024, m=4096, float64, load ~2 (median of 7): 16K → 52 ms, 64K → 39 ms, 256K →
+#: 38 ms, 1M → 40 ms (torch's per-op dispatch, ~5 µs, dominates cheap ops on small chunks); again
+#: on a quiet machine (load ~1, median of 9, float64 / float32): 32K → 29.6 / 15.0 ms, 64K → 23.0 /
+#: 9.4, 128K → 20.5 / 7.9, 256K → 20.7 / 6.9, 512K → 20.8 / 6.7 ms
+TORCH_FUSED_CHUNK = 1 << 17
 #: a torch GEMM on the CPU whose output has fewer elements than this and fewer flops than
 #: TORCH_SERIAL_FLOPS runs on one thread, and so does the elementwise work after it in the same
 #: compiled piece (plugins/ntkframe_torch/threads.py).  Chosen so that the quickstart's sizes
