@@ -176,6 +176,8 @@ class _Measured:
         self.pieces: dict[str, dict[str, Callable[[], Any]]] = {}
         self.counts: dict[str, float] = {}  # how many times a piece's time enters the floor
         self.kinds: dict[str, str] = {}  # "gemm" or "elementwise"
+        #: the implementation's own stages (where its time goes), timed in the same rounds
+        self.stages: dict[str, Callable[[], Any]] = {}
 
     def add(self, name: str, kind: str, count: float, candidates: dict[str, Callable[[], Any]]) -> None:
         be = self.be
@@ -187,13 +189,18 @@ class _Measured:
         for cands in self.pieces.values():
             for fn in cands.values():
                 fn()
+        for fn in self.stages.values():
+            sync(self.be, fn())
 
     def measure(self, repeats: int) -> dict[str, Any]:
         """Medians of ``repeats`` interleaved rounds: the target's time, the floor and its split."""
         flat = [(p, c, fn) for p, cands in self.pieces.items() for c, fn in cands.items()]
         target = lambda: sync(self.be, self.target())  # noqa: E731
-        times = median_times([target] + [fn for _, _, fn in flat], repeats)
-        row: dict[str, Any] = {"time_s": times[0], "pieces": {}}
+        stages = [(lambda f=f: sync(self.be, f())) for f in self.stages.values()]
+        times = median_times([target] + [fn for _, _, fn in flat] + stages, repeats)
+        row: dict[str, Any] = {"time_s": times[0], "pieces": {},
+                               "stages": dict(zip(self.stages, times[1 + len(flat):]))}
+        times = times[: 1 + len(flat)]
         split = {"gemm": 0.0, "elementwise": 0.0}
         for p in self.pieces:
             cand = {c: t for (q, c, _), t in zip(flat, times[1:]) if q == p}
@@ -230,6 +237,20 @@ class GramFloor(_Measured):
         self.add("exp + log1p (N × m)", "elementwise", 1, lib.act_candidates(A))
         self.add("G ⊙ R + P (N × N)", "elementwise", 1, lib.fma_candidates(G, R, P))
         self.flops = gram_flops(n, d, m)
+        # the implementation's stages, as nf.empirical_ntk runs them (docs/theory.md §2): X Wᵀ; the
+        # activation pass (σ(Z), σ'(Z)·a into fresh outputs: Z itself is not overwritten here); the
+        # combine (both symmetric products, X Xᵀ, the Hadamard product and the sum)
+        W0, a0, act = params["W"], params["a"], model.activation
+        Z = be.gram(X, W0)
+        F = model.jacobian_factors(params, X, be)
+        if be.compiles:  # JAX: each stage one jitted program, as inside the whole kernel
+            self.stages = {"X Wᵀ": lambda f=be.compile(lambda X, W: be.gram(X, W)): f(X, W0),
+                           "activation": lambda f=be.compile(lambda z, a: be.activation_joint(act, z, a)): f(Z, a0),
+                           "combine": lambda f=be.compile(lambda F: be.combine(F, None, 1, False)): f(F)}
+        else:
+            self.stages = {"X Wᵀ": lambda: be.gram(X, W0),
+                           "activation": lambda: be.activation_joint(act, Z, a0),
+                           "combine": lambda: be.combine(F, None, 1, False)}
 
 
 class FlowFloor(_Measured):
@@ -256,6 +277,11 @@ class FlowFloor(_Measured):
         self.add("Gᵀ X", "gemm", 4, {"GEMM": lambda: lib.mm_tn(A, X)})
         self.add("exp + log1p (N × m)", "elementwise", 4, lib.act_candidates(A))
         self.flops = {"GEMMs": 4 * 2 * 2.0 * n * d * m}
+        # the implementation's stages: one evaluation F(θ) (forward, cotangent, both gradients),
+        # and within it the forward GEMM and the activation pass
+        Z = be.gram(X, W)
+        self.stages = {"F(θ)": lambda: flow(0.0, theta), "X Wᵀ": lambda: be.gram(X, W),
+                       "activation": lambda: be.activation_joint(model.activation, Z)}
 
 
 def neural_tangents_available() -> bool:

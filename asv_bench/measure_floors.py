@@ -141,6 +141,48 @@ def rates_table(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+def stages_table(rows: list[dict]) -> str:
+    """Where the time goes: each stage of the implementation next to the floor pieces it must pay.
+
+    X Wᵀ against the floor's X Wᵀ; the activation pass (σ and σ'·a, 3 transcendental passes and
+    two N × m outputs) against one exp + log1p; the combine against both symmetric products, X Xᵀ
+    and the Hadamard product-and-sum.  The last column is the library's own symmetric product
+    (NumPy: BLAS syrk; torch and JAX: triangular tiles) over the half-output GEMM: the share of the
+    floor's symmetric rate that the library can actually reach.
+    """
+    out = ["| size | dtype | backend | X Wᵀ: ours / floor | activation: ours / floor | combine: ours / floor "
+           "| symmetric product: own / half-output GEMM |", "|---|---|---|---:|---:|---:|---:|"]
+    for r in rows:
+        if "stages" not in r or not r["stages"]:
+            continue
+        p, st = r["pieces"], r["stages"]
+        sym = p["S Sᵀ and D Dᵀ (N × m)"]
+        comb_floor = 2 * sym["seconds"] + p["X Xᵀ (N × d)"]["seconds"] + p["G ⊙ R + P (N × N)"]["seconds"]
+        own = [t for c, t in sym["candidates"].items() if c != "half-output GEMM"]
+        ratio = (f"{min(own) / sym['candidates']['half-output GEMM']:.2f}"
+                 if own and "half-output GEMM" in sym["candidates"] else "")
+        out.append(f"| {r['size']} | {r['dtype']} | {r['backend']} "
+                   f"| {fmt_s(st['X Wᵀ'])} / {fmt_s(p['X Wᵀ']['seconds'])} "
+                   f"| {fmt_s(st['activation'])} / {fmt_s(p['exp + log1p (N × m)']['seconds'])} "
+                   f"| {fmt_s(st['combine'])} / {fmt_s(comb_floor)} | {ratio} |")
+    return "\n".join(out)
+
+
+def flow_stages_table(rows: list[dict]) -> str:
+    """One RK4 step's four evaluations F(θ) and, within one, the forward GEMM and the activation pass."""
+    out = ["| backend | 4 × F(θ) / step | one F(θ) | X Wᵀ: ours / floor | activation: ours / floor exp + log1p "
+           "| Gᵀ X floor |", "|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        if "stages" not in r or not r["stages"]:
+            continue
+        p, st = r["pieces"], r["stages"]
+        out.append(f"| {r['backend']} | {4 * st['F(θ)'] / r['time_s']:.2f} | {fmt_s(st['F(θ)'])} "
+                   f"| {fmt_s(st['X Wᵀ'])} / {fmt_s(p['X Wᵀ']['seconds'])} "
+                   f"| {fmt_s(st['activation'])} / {fmt_s(p['exp + log1p (N × m)']['seconds'])} "
+                   f"| {fmt_s(p['Gᵀ X']['seconds'])} |")
+    return "\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="tiny sizes, float64: a rehearsal (< 60 s)")
@@ -174,10 +216,13 @@ def main(argv: list[str] | None = None) -> int:
     print("Two-layer softplus net, train=\"both\", symmetric H(X, X):\n")
     print(gram_table(grows) + "\n")
     print(rates_table(grows) + "\n")
+    print("Where the time goes (each stage of ours timed in the same rounds, beside the floor pieces it pays):\n")
+    print(stages_table(grows) + "\n")
     if frows:
         n, d, m = frows[0]["n"], frows[0]["d"], frows[0]["m"]
         print(f"One RK4 step of gradient flow (MSE), N={n}, d={d}, m={m}, float64:\n")
-        print(flow_table(frows))
+        print(flow_table(frows) + "\n")
+        print(flow_stages_table(frows))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
             json.dump({"environment": env, "gram": grows, "flow": frows}, fh, indent=1)

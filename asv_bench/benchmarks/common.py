@@ -131,26 +131,6 @@ def matmul_nt(be: Any) -> Callable[[Any, Any], Any]:
     return lambda a, b: a @ b.T
 
 
-def two_layer_floor(be: Any, n: int, d: int, m: int, symmetric: bool) -> Callable[[], Any]:
-    """A function doing the GEMMs the two-layer Gram cannot avoid, in ``be``'s library:
-    X Wᵀ plus two S Sᵀ of shape (N, m) when symmetric; X₁Wᵀ, X₂Wᵀ and two S₁S₂ᵀ otherwise."""
-    mm = matmul_nt(be)
-    rng = np.random.default_rng(7)
-    X1 = be.asarray(rng.standard_normal((n, d)))
-    X2 = X1 if symmetric else be.asarray(rng.standard_normal((n, d)))
-    W = be.asarray(rng.standard_normal((m, d)))
-    S1 = be.asarray(rng.standard_normal((n, m)))
-    S2 = S1 if symmetric else be.asarray(rng.standard_normal((n, m)))
-
-    def floor() -> Any:
-        out = [mm(X1, W), mm(S1, S2), mm(S1, S2)]
-        if not symmetric:
-            out.append(mm(X2, W))
-        return sync(be, out)
-
-    return floor
-
-
 def device_peak_bytes(be: Any, fn: Callable[[], Any]) -> float:
     """Peak device bytes while ``fn`` runs, for CUDA backends (asv's ``peakmem_`` sees host memory only).
 
