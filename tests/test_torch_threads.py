@@ -118,3 +118,27 @@ def test_large_cpu_buffers_come_from_numpy_memory_and_products_stay_exact():
     np.testing.assert_array_equal(be.gram(X, W).numpy(), (X @ W.T).numpy())
     A = torch.from_numpy(rng.standard_normal((600, 96)))
     np.testing.assert_allclose(be.gram(A).numpy(), (A @ A.T).numpy(), rtol=1e-13, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype,rtol", [("float64", 1e-13), ("float32", 2e-5)])
+def test_dense_activation_row_blocks_equal_the_gemm_then_elementwise_pass(dtype, rtol, restore_threads):
+    """torch's ``dense_activation`` (one row block per pool thread: GEMM, then the fused softplus
+    while the block is in cache) gives the base class's σ(X Wᵀ), σ'(X Wᵀ)·a, with and without a,
+    and the kernel through it equals NumPy's."""
+    from ntkframe.core.backend import Backend
+
+    be = nf.get_backend("torch", dtype=dtype, threads=2)
+    n, d, m = 600, 8, 2048  # 1.2M elements: above tuning.TORCH_SERIAL_ELEMENTS, so the blocks run
+    assert n * m >= tuning.TORCH_SERIAL_ELEMENTS
+    model = nf.TwoLayerNet(d=d, m=m, activation="softplus", train="both")
+    params = model.init(be, seed=3)
+    X = be.asarray(unit_sphere(n, d, seed=4))
+    for scale in (params["a"], None):
+        S, D = be.dense_activation(model.activation, X, params["W"], scale)
+        S0, D0 = Backend.dense_activation(be, model.activation, X, params["W"], scale)
+        np.testing.assert_allclose(S.numpy(), S0.numpy(), rtol=rtol, atol=0)
+        np.testing.assert_allclose(D.numpy(), D0.numpy(), rtol=rtol, atol=0)
+    H = nf.empirical_ntk(model, params, X, backend=be)
+    ref = nf.empirical_ntk(model, {k: v.numpy() for k, v in params.items()}, X.numpy(),
+                           backend=nf.get_backend("numpy", dtype=dtype))
+    np.testing.assert_allclose(H.numpy(), ref, rtol=10 * rtol, atol=10 * rtol * float(np.abs(ref).max()))

@@ -221,6 +221,18 @@ class Backend:
         S, D = self.map_rows(lambda t: act.value_and_derivative(self, t), z, 2)
         return S, (D if dscale is None else D * dscale)
 
+    def dense_activation(self, act: Any, X: Any, W: Any, dscale: Any | None = None,
+                         need_derivative: bool = True) -> tuple[Any, Any]:
+        """A dense layer's forward pass: (σ(Z), σ'(Z)·dscale) with Z = X Wᵀ (N × m), or (σ(Z), None)
+        without ``need_derivative`` (docs/theory.md §2: the factors S and D of the two-layer NTK).
+
+        Here :meth:`gram` then :meth:`activation_joint`; torch runs both per row block on its threads."""
+        Z = self.gram(X, W)
+        if need_derivative:
+            return self.activation_joint(act, Z, dscale, overwrite=True)
+        (S,) = self.map_rows(lambda z: act.value(self, z), Z, 1)
+        return S, None
+
     def gram(self, A: Any, B: Any | None = None) -> Any:
         """A Bᵀ, or the symmetric A Aᵀ when ``B`` is None."""
         return A @ (A if B is None else B).T

@@ -286,6 +286,37 @@ class TorchGram:
                     work(part)
             _mirror_upper(C)
 
+    def dense_activation(self, act: Any, X: Any, W: Any, dscale: Any | None = None,
+                         need_derivative: bool = True) -> tuple[Any, Any]:
+        """(σ(X Wᵀ), σ'(X Wᵀ)·dscale) for softplus on the CPU: each pool thread multiplies one block of
+        rows (torch at one thread in the pool) and runs the fused kernel over it while it is in
+        cache; otherwise the base class's GEMM then elementwise pass."""
+        torch = self.xp
+        n, m = X.shape[0], W.shape[0]
+        kernel = _fused_kernel(act)
+        nthreads = self.threads.large if self.threads is not None else 1
+        if (kernel is None or not need_derivative or nthreads == 1 or n * m < tuning.TORCH_SERIAL_ELEMENTS
+                or not all(isinstance(A, torch.Tensor) and A.ndim == 2 and A.device.type == "cpu"
+                           and A.dtype == self.torch_dtype and _chunkable(torch, A) for A in (X, W))
+                or (dscale is not None and not isinstance(dscale, torch.Tensor))):
+            return super().dense_activation(act, X, W, dscale, need_derivative)
+        S = host_empty(torch, (n, m), X.dtype, X.device)
+        D = host_empty(torch, (n, m), X.dtype, X.device)
+        step = -(-n // nthreads)
+        rows = max(1, tuning.TORCH_FUSED_CHUNK // m)
+
+        def block(i0: int) -> None:
+            i1 = min(i0 + step, n)
+            torch.mm(X[i0:i1], W.T, out=S[i0:i1])
+            t = _scratch(torch, rows * m, X.dtype)
+            for j in range(i0, i1, rows):
+                e = min(j + rows, i1)
+                kernel(S[j:e], S[j:e], D[j:e], t[: (e - j) * m].view(e - j, m), dscale)
+
+        with self.threads.use(1):
+            list(_get_pool(nthreads).map(block, range(0, n, step)))
+        return S, D
+
     def activation_joint(self, act: Any, z: Any, dscale: Any | None = None,
                          overwrite: bool = False) -> tuple[Any, Any]:
         """(σ(z), σ'(z)·dscale) in one pass over N × m; the row vector ``dscale`` is applied inside it.
@@ -359,3 +390,10 @@ def _softplus_into(z: Any, S: Any, D: Any, t: Any, dscale: Any | None) -> None:
 
 #: fused in-place kernels for built-in activations: fn(z, value_out, derivative_out, scratch, dscale)
 FUSED_JOINT = {"softplus": _softplus_into}
+
+
+def _fused_kernel(act: Any) -> Any:
+    """The fused kernel of a built-in activation (not of a plugin's class of the same name), or None."""
+    from ntkframe.core.activations import BUILTIN_ACTIVATIONS
+
+    return FUSED_JOINT.get(act.name) if BUILTIN_ACTIVATIONS.get(act.name) is act else None
