@@ -19,6 +19,20 @@ def test_provenance_names_host_cpu_matplotlib_threads_and_the_backend_blas():
     assert "path" in p["blas"] or "name" in p["blas"]
 
 
+def test_provenance_records_the_huge_page_mode_and_the_memory_variables(monkeypatch):
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1")
+    monkeypatch.delenv("THP_MEM_ALLOC_ENABLE", raising=False)
+    mem = prov.provenance()["memory"]
+    assert mem["env"]["GLIBC_TUNABLES"] == "glibc.malloc.hugetlb=1" and "THP_MEM_ALLOC_ENABLE" not in mem["env"]
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled", encoding="ascii") as fh:
+            text = fh.read()
+    except OSError:
+        assert mem["transparent_hugepage"] is None
+    else:  # the bracketed mode, e.g. "always [madvise] never" -> "madvise"
+        assert f"[{mem['transparent_hugepage']}]" in text
+
+
 def _git(cwd, *args):
     subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
                    env={"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
