@@ -279,9 +279,12 @@ class FlowFloor(_Measured):
         self.flops = {"GEMMs": 4 * 2 * 2.0 * n * d * m}
         # the implementation's stages: one evaluation F(θ) (forward, cotangent, both gradients),
         # and within it the forward GEMM and the activation pass
-        Z = be.gram(X, W)
-        self.stages = {"F(θ)": lambda: flow(0.0, theta), "X Wᵀ": lambda: be.gram(X, W),
-                       "activation": lambda: be.activation_joint(model.activation, Z)}
+        Z, act = be.gram(X, W), model.activation
+        if be.compiles:  # JAX: each stage one jitted program, as inside F(θ)
+            xw, joint = be.compile(lambda X, W: be.gram(X, W)), be.compile(lambda z: be.activation_joint(act, z))
+        else:
+            xw, joint = be.gram, lambda z: be.activation_joint(act, z)
+        self.stages = {"F(θ)": lambda: flow(0.0, theta), "X Wᵀ": lambda: xw(X, W), "activation": lambda: joint(Z)}
 
 
 def neural_tangents_available() -> bool:
