@@ -46,6 +46,15 @@ def test_quick_run_reports_floor_pieces_and_stages(measure_floors, tmp_path, cap
     assert flow["pieces"]["X Wᵀ"]["count"] == 4 and flow["pieces"]["Gᵀ X"]["count"] == 4
     assert "Where the time goes" in printed and "| q1 | float64 | numpy |" in printed
     assert "| numpy | " in printed.split("One RK4 step")[1]
+    # the symmetric product's ceiling: floor / (floor + 2 × (own − best)), NumPy's own being syrk
+    sym = gram["pieces"]["S Sᵀ and D Dᵀ (N × m)"]
+    own = sym["candidates"]["syrk (A @ A.T)"]
+    ceiling = gram["floor_s"] / (gram["floor_s"] + 2 * max(0.0, own - sym["seconds"]))
+    assert f"| {ceiling:.2f} |" in printed.split("Where the time goes")[1].split("One RK4")[0]
+    # --from-json prints the same tables again without measuring
+    assert measure_floors.main(["--from-json", str(out)]) == 0
+    again = capsys.readouterr().out
+    assert again.split("Two-layer softplus", 1)[1].strip() == printed.split("Two-layer softplus", 1)[1].strip()
 
 
 def test_flops_count_symmetric_products_once(measure_floors):
