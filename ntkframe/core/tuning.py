@@ -4,8 +4,8 @@ Modules read these at call time (``tuning.NAME``), so a benchmark or a test can 
 ``monkeypatch.setattr(ntkframe.core.tuning, "NAME", value)`` and see the effect everywhere.  None
 of them changes a result beyond rounding; they trade memory, threads and GEMM shapes for time.
 Measurements were taken on the 2-core CI machine (shared with other jobs) unless said otherwise;
-``asv_bench/measure_torch.py``, ``asv_bench/measure_jax.py`` and ``asv_bench/measure_floors.py``
-reproduce them.
+``asv_bench/measure_floors.py`` (each backend's own symmetric product against the half-output
+GEMM, and every stage against its floor) and ``asv_bench/compare_peers.py`` reproduce them.
 """
 
 from __future__ import annotations
@@ -59,7 +59,9 @@ SYMMETRIC_TILE_MIN_ROWS = 256
 #: loaded 2-core machine (median of 5, time / one half-output GEMM on one thread): 128 rows 1.12,
 #: 256 rows 1.20, a 2 x 2 recursion to 128 rows 1.22; with torch's 2 OpenMP threads per panel
 #: GEMM 2.0 (128) and 1.58 (256), where the half-output GEMM itself was only 1.2x faster on 2
-#: threads than on 1 (asv_bench/measure_torch.py times the tiling against A @ A.T)
+#: threads than on 1.  Again on a quiet machine (load ~1, median of 5, ms, C = 1024 × 4096, float64):
+#: panels of 32/64/96/128/192/256 rows 69.7/58.0/58.5/63.6/66.9/65.8 against 45.7 for the half-output
+#: GEMM (asv_bench/measure_floors.py's "own / half-output GEMM" column tracks it)
 SYMMETRIC_PANEL_ROWS = 128
 #: on the CPU, ``map_rows`` runs elementwise chains on flat chunks of this many elements on its own
 #: thread pool, torch held at one thread meanwhile (exp/log1p open an OpenMP region from 2048
@@ -86,7 +88,7 @@ TORCH_SERIAL_FLOPS = 1 << 26
 
 #: diagonal blocks of a symmetric Gram with fewer rows are multiplied in full (XLA has no syrk;
 #: halving pays only while each half keeps the GEMM efficient: 5/8 of the flops at N = 4·256;
-#: asv_bench/measure_jax.py times the recursion against a full GEMM).  Checked again at N=1024,
+#: asv_bench/measure_floors.py times it against the half-output GEMM).  Checked again at N=1024,
 #: m=4096, float64 (load ~3, median of 7, time / one half-output GEMM A[:N/2] Aᵀ): recursion to
 #: 256 rows 1.56 (1.25x its flops), to 128 rows 1.71, to 512 rows 1.77, the top half in one GEMM
 #: plus recursion on the bottom-right 1.67-1.77, 128/256-row panels through ``.at[].set`` 1.74-1.77,
