@@ -142,3 +142,23 @@ def test_dense_activation_row_blocks_equal_the_gemm_then_elementwise_pass(dtype,
     ref = nf.empirical_ntk(model, {k: v.numpy() for k, v in params.items()}, X.numpy(),
                            backend=nf.get_backend("numpy", dtype=dtype))
     np.testing.assert_allclose(H.numpy(), ref, rtol=10 * rtol, atol=10 * rtol * float(np.abs(ref).max()))
+
+
+def test_products_and_the_dense_layer_fall_back_under_forward_mode_ad():
+    """``mm(out=)`` and the fused in-place kernels have no derivative rules: under forward AD (dual
+    tensors) the torch backend must take the plain ops, whose tangents are right."""
+    import torch.autograd.forward_ad as fwAD
+
+    be = nf.get_backend("torch", threads=2)
+    model = nf.TwoLayerNet(d=8, m=2048, activation="softplus", train="both")
+    params = model.init(be, seed=5)
+    X = be.asarray(unit_sphere(600, 8, seed=6))
+    V = torch.from_numpy(np.random.default_rng(7).standard_normal((600, 8)))
+    with fwAD.dual_level():
+        Xd = fwAD.make_dual(X, V)
+        Z = be.gram(Xd, params["W"])
+        S, _ = be.dense_activation(model.activation, Xd, params["W"], params["a"])
+        dZ, dS = fwAD.unpack_dual(Z).tangent, fwAD.unpack_dual(S).tangent
+    np.testing.assert_allclose(dZ.numpy(), (V @ params["W"].T).numpy(), rtol=1e-12, atol=1e-12)
+    sig = torch.sigmoid(X @ params["W"].T)
+    np.testing.assert_allclose(dS.numpy(), (sig * (V @ params["W"].T)).numpy(), rtol=1e-10, atol=1e-12)

@@ -117,9 +117,16 @@ def _fits_in_place(torch: Any, x: Any, y: Any) -> bool:
             and torch.result_type(x, y) == x.dtype)
 
 
+def _plain(torch: Any, z: Any) -> bool:
+    """Whether ``z`` is a tensor outside autograd, ``torch.func`` and forward AD (``out=`` ops have no
+    derivative rules: torch raises for them under forward AD)."""
+    return (not z.requires_grad and not torch._C._functorch.is_functorch_wrapped_tensor(z)
+            and torch.autograd.forward_ad._current_level < 0)
+
+
 def _chunkable(torch: Any, z: Any) -> bool:
     """Whether ``map_rows`` may cut ``z`` into flat chunks (contiguous, outside autograd and torch.func)."""
-    return z.is_contiguous() and not z.requires_grad and not torch._C._functorch.is_functorch_wrapped_tensor(z)
+    return z.is_contiguous() and _plain(torch, z)
 
 
 class TorchGram:
@@ -210,7 +217,8 @@ class TorchGram:
     def _cpu_gram(self, A: Any, B: Any | None) -> Any:
         torch = self.xp
         if B is not None:
-            if A.ndim != 2 or B.ndim != 2 or A.requires_grad or B.requires_grad or A.dtype != B.dtype:
+            # mm(out=) has no autograd: plain tensors only (not under autograd, torch.func or forward AD)
+            if A.ndim != 2 or B.ndim != 2 or A.dtype != B.dtype or not _plain(torch, A) or not _plain(torch, B):
                 return A @ B.T
             return torch.mm(A, B.T, out=host_empty(torch, (A.shape[0], B.shape[0]), A.dtype, A.device))
         n = A.shape[0]
