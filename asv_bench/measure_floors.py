@@ -28,6 +28,7 @@ from typing import Any
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
+import ntkframe  # noqa: E402,F401 - before NumPy, as the ``ntkframe`` command does (its OpenBLAS setting)
 import floors  # noqa: E402
 from benchmarks.common import make_backend  # noqa: E402
 
@@ -46,8 +47,10 @@ def environment() -> str:
         except Exception:  # noqa: BLE001 - a missing framework is simply not listed
             pass
     load = os.getloadavg()
+    env = [f"{k}={os.environ[k]}" for k in ("OPENBLAS_THREAD_TIMEOUT", "GLIBC_TUNABLES", "THP_MEM_ALLOC_ENABLE")
+           if k in os.environ]
     return (f"{platform.machine()}, {os.cpu_count()} CPUs, " + ", ".join(parts)
-            + f"; load average at the start {load[0]:.1f}")
+            + (f"; {', '.join(env)}" if env else "") + f"; load average at the start {load[0]:.1f}")
 
 
 def describe(row: dict) -> str:

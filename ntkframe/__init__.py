@@ -12,6 +12,17 @@ cupy) load when their backend is built.
 
 from __future__ import annotations
 
+import os as _os
+import sys as _sys
+
+# OpenBLAS's idle workers spin for 2^28 cycles (~0.1 s) after every threaded GEMM, beside ntkframe's
+# own elementwise threads on the same cores; 2^20 (~0.3 ms) took NumPy's RK4 step at N=1024, m=4096
+# from 183 to 143 ms (docs/benchmarks.md, "OpenBLAS's idle workers").  OpenBLAS reads the variable
+# once, when NumPy loads it: so this acts only when ntkframe is imported before NumPy (the
+# ``ntkframe`` command), and never over a value already set.
+if "numpy" not in _sys.modules:
+    _os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "20")
+
 from .runs import data  # noqa: F401 - nf.data: data sets
 from .theory.predict import predict  # nf.predict(...); nf.predict.kernel_regression / .gradient_descent_mse
 from .theory.ntkgp import ntkgp  # nf.ntkgp(model, X_train, y_train, X_test, t): the NTK-GP at time t

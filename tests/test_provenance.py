@@ -67,3 +67,18 @@ def test_an_ntkframe_checkout_records_its_commit(user_repo):
     _git(repo, "commit", "-q", "-m", "ntkframe")
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
     assert prov._git_commit(repo) == head
+
+
+@pytest.mark.parametrize("code,env,expected", [
+    ("import ntkframe", {}, "20"),                      # ntkframe first: OpenBLAS's spin shortened
+    ("import numpy, ntkframe", {}, None),               # NumPy first: too late, nothing is set
+    ("import ntkframe", {"OPENBLAS_THREAD_TIMEOUT": "7"}, "7"),  # a value already set is kept
+])
+def test_openblas_thread_timeout_is_set_only_before_numpy_and_never_overridden(code, env, expected):
+    import os
+    import sys
+
+    base = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    out = subprocess.run([sys.executable, "-c", code + "; import os; print(os.environ.get('OPENBLAS_THREAD_TIMEOUT'))"],
+                         env={**base, **env}, capture_output=True, text=True, check=True).stdout.strip()
+    assert out == str(expected)

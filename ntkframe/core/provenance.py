@@ -90,7 +90,7 @@ def _blas(backend: Any = None) -> dict[str, Any]:
 
 
 #: environment variables that set thread counts of the BLAS libraries and frameworks
-THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NTKFRAME_NUM_THREADS",
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OPENBLAS_THREAD_TIMEOUT", "NTKFRAME_NUM_THREADS",
                "NTKFRAME_TORCH_THREADS", "OMP_WAIT_POLICY", "XLA_FLAGS")
 
 
