@@ -237,20 +237,16 @@ class GramFloor(_Measured):
         self.add("exp + log1p (N × m)", "elementwise", 1, lib.act_candidates(A))
         self.add("G ⊙ R + P (N × N)", "elementwise", 1, lib.fma_candidates(G, R, P))
         self.flops = gram_flops(n, d, m)
-        # the implementation's stages, as nf.empirical_ntk runs them (docs/theory.md §2): X Wᵀ; the
-        # activation pass (σ(Z), σ'(Z)·a into fresh outputs: Z itself is not overwritten here); the
-        # combine (both symmetric products, X Xᵀ, the Hadamard product and the sum)
+        # the implementation's stages, as nf.empirical_ntk runs them (docs/theory.md §2), each through
+        # be.compile as inside the kernel (JAX: one jitted program each): X Wᵀ; the activation pass
+        # (σ(Z), σ'(Z)·a into fresh outputs: Z itself is not overwritten here); the combine (both
+        # symmetric products, X Xᵀ, the Hadamard product and the sum)
         W0, a0, act = params["W"], params["a"], model.activation
         Z = be.gram(X, W0)
         F = model.jacobian_factors(params, X, be)
-        if be.compiles:  # JAX: each stage one jitted program, as inside the whole kernel
-            self.stages = {"X Wᵀ": lambda f=be.compile(lambda X, W: be.gram(X, W)): f(X, W0),
-                           "activation": lambda f=be.compile(lambda z, a: be.activation_joint(act, z, a)): f(Z, a0),
-                           "combine": lambda f=be.compile(lambda F: be.combine(F, None, 1, False)): f(F)}
-        else:
-            self.stages = {"X Wᵀ": lambda: be.gram(X, W0),
-                           "activation": lambda: be.activation_joint(act, Z, a0),
-                           "combine": lambda: be.combine(F, None, 1, False)}
+        xw, joint = be.compile(be.gram), be.compile(lambda z, a: be.activation_joint(act, z, a))
+        combine = be.compile(lambda F: be.combine(F, None, 1, False))
+        self.stages = {"X Wᵀ": lambda: xw(X, W0), "activation": lambda: joint(Z, a0), "combine": lambda: combine(F)}
 
 
 class FlowFloor(_Measured):
@@ -280,10 +276,7 @@ class FlowFloor(_Measured):
         # the implementation's stages: one evaluation F(θ) (forward, cotangent, both gradients),
         # and within it the forward GEMM and the activation pass
         Z, act = be.gram(X, W), model.activation
-        if be.compiles:  # JAX: each stage one jitted program, as inside F(θ)
-            xw, joint = be.compile(lambda X, W: be.gram(X, W)), be.compile(lambda z: be.activation_joint(act, z))
-        else:
-            xw, joint = be.gram, lambda z: be.activation_joint(act, z)
+        xw, joint = be.compile(be.gram), be.compile(lambda z: be.activation_joint(act, z))  # as inside F(θ)
         self.stages = {"F(θ)": lambda: flow(0.0, theta), "X Wᵀ": lambda: xw(X, W), "activation": lambda: joint(Z)}
 
 

@@ -55,7 +55,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-for path in (ROOT, os.path.join(ROOT, "plugins")):
+for path in (ROOT, os.path.join(ROOT, "plugins"), os.path.join(ROOT, "examples")):
     if path not in sys.path:
         sys.path.insert(0, path)
 
@@ -64,6 +64,7 @@ from torch import nn  # noqa: E402
 from torch.func import functional_call, jacrev, jvp, vjp, vmap  # noqa: E402
 
 from ntkframe_torch.layers import module_cost, structured_module_ntk  # noqa: E402
+from resnet_ntk import Block, trained_statistics  # noqa: E402 - examples/resnet_ntk.py's residual block
 
 K = 10
 RECIPES = ("structured", "jacobian_contraction", "ntk_vector_products")
@@ -86,22 +87,9 @@ class TutorialCNN(nn.Module):
         return self.fc(x.flatten(1))
 
 
-class Block(nn.Module):
-    def __init__(self, cin, cout, stride=1):
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.skip = None if (stride == 1 and cin == cout) else nn.Conv2d(cin, cout, 1, stride=stride, bias=False)
-
-    def forward(self, x):
-        h = self.bn1(self.conv1(x)).relu()
-        h = self.bn2(self.conv2(h))
-        return (h + (x if self.skip is None else self.skip(x))).relu()
-
-
 class SmallResNet(nn.Module):
+    """Three of examples/resnet_ntk.py's blocks (its example network has two)."""
+
     def __init__(self, width=16):
         super().__init__()
         self.stem = nn.Conv2d(3, width, 3, padding=1)
@@ -117,12 +105,7 @@ def make(model: str, dtype: torch.dtype, n: int):
     if model == "cnn":
         net, shape = TutorialCNN(), (3, 32, 32)
     elif model == "resnet":
-        net, shape = SmallResNet(), (3, 16, 16)
-        for m in net.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.1)
-                m.running_var.uniform_(0.5, 1.5)
-        net.eval()
+        net, shape = trained_statistics(SmallResNet()), (3, 16, 16)
     else:
         net, shape = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, K)), (64,)
     net = net.to(dtype)

@@ -56,14 +56,18 @@ class SmallResNet(nn.Module):
         return self.head(self.blocks(self.stem(x).relu()).mean((2, 3)))
 
 
-def make_resnet(width: int = 16, outputs: int = 10) -> nn.Module:
-    """The ResNet in eval mode, its BatchNorm running statistics made non-trivial (as after training)."""
-    net = SmallResNet(width, outputs)
+def trained_statistics(net: nn.Module) -> nn.Module:
+    """``net`` in eval mode, its BatchNorm running statistics made non-trivial (as after training)."""
     for m in net.modules():
         if isinstance(m, nn.BatchNorm2d):
             m.running_mean.normal_(0, 0.1)
             m.running_var.uniform_(0.5, 1.5)
     return net.eval()
+
+
+def make_resnet(width: int = 16, outputs: int = 10) -> nn.Module:
+    """The ResNet in eval mode, with :func:`trained_statistics`."""
+    return trained_statistics(SmallResNet(width, outputs))
 
 
 def timed(fn):

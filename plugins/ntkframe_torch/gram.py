@@ -311,15 +311,11 @@ class TorchGram:
         S = host_empty(torch, (n, m), X.dtype, X.device)
         D = host_empty(torch, (n, m), X.dtype, X.device)
         step = -(-n // nthreads)
-        rows = max(1, tuning.TORCH_FUSED_CHUNK // m)
 
         def block(i0: int) -> None:
             i1 = min(i0 + step, n)
             torch.mm(X[i0:i1], W.T, out=S[i0:i1])
-            t = _scratch(torch, rows * m, X.dtype)
-            for j in range(i0, i1, rows):
-                e = min(j + rows, i1)
-                kernel(S[j:e], S[j:e], D[j:e], t[: (e - j) * m].view(e - j, m), dscale)
+            _fused_rows(torch, kernel, S, S, D, dscale, i0, i1)
 
         with self.threads.use(1):
             list(_get_pool(nthreads).map(block, range(0, n, step)))
@@ -334,10 +330,8 @@ class TorchGram:
         chunk; with ``overwrite`` σ(z) is written over ``z``).  Other activations: their
         ``value_and_derivative`` through :meth:`map_rows`, ``dscale`` applied per chunk.
         """
-        from ntkframe.core.activations import BUILTIN_ACTIVATIONS
-
         torch = self.xp
-        kernel = FUSED_JOINT.get(act.name) if BUILTIN_ACTIVATIONS.get(act.name) is act else None
+        kernel = _fused_kernel(act)
         if (kernel is None or z.ndim != 2 or z.device.type != "cpu" or not _chunkable(torch, z)
                 or (dscale is not None and not isinstance(dscale, torch.Tensor))):
             if dscale is None or z.ndim != 2:
@@ -354,8 +348,7 @@ class TorchGram:
         rows = max(1, tuning.TORCH_FUSED_CHUNK // m)
 
         def work(i: int) -> None:
-            e = min(i + rows, n)
-            kernel(z[i:e], S[i:e], D[i:e], _scratch(torch, rows * m, z.dtype)[: (e - i) * m].view(e - i, m), dscale)
+            _fused_rows(torch, kernel, z, S, D, dscale, i, min(i + rows, n))
 
         nthreads = self.threads.large if z.numel() >= tuning.TORCH_SERIAL_ELEMENTS else 1
         with self.threads.use(1):
@@ -398,6 +391,17 @@ def _softplus_into(z: Any, S: Any, D: Any, t: Any, dscale: Any | None) -> None:
 
 #: fused in-place kernels for built-in activations: fn(z, value_out, derivative_out, scratch, dscale)
 FUSED_JOINT = {"softplus": _softplus_into}
+
+
+def _fused_rows(torch: Any, kernel: Any, z: Any, S: Any, D: Any, dscale: Any | None, i0: int, i1: int) -> None:
+    """``kernel`` over rows i0:i1 of the (N, m) ``z`` in chunks of ``tuning.TORCH_FUSED_CHUNK`` elements,
+    into ``S`` and ``D`` (``S`` may be ``z``), with this thread's scratch chunk."""
+    m = z.shape[1]
+    rows = max(1, tuning.TORCH_FUSED_CHUNK // m)
+    t = _scratch(torch, rows * m, z.dtype)
+    for j in range(i0, i1, rows):
+        e = min(j + rows, i1)
+        kernel(z[j:e], S[j:e], D[j:e], t[: (e - j) * m].view(e - j, m), dscale)
 
 
 def _fused_kernel(act: Any) -> Any:
